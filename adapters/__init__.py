@@ -1,0 +1,1 @@
+"""Thread-pool and DB-API adapters (a later issue)."""

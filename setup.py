@@ -1,0 +1,47 @@
+"""Packaging for syncpb.
+
+``adapters/`` and ``tls/`` live at the top of the repository but install as
+``syncpb.adapters`` and ``syncpb.tls`` so that no global ``adapters`` or
+``tls`` name is claimed.
+"""
+
+from setuptools import setup
+
+setup(
+    name="syncpb",
+    version="0.1.0.dev0",
+    description="Twisted's Perspective Broker for blocking, threaded and gevent code",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=["syncpb", "syncpb.adapters", "syncpb.tls"],
+    package_dir={
+        "syncpb": "syncpb",
+        "syncpb.adapters": "adapters",
+        "syncpb.tls": "tls",
+    },
+    package_data={"syncpb": ["py.typed"]},
+    install_requires=[
+        "gevent>=23.9",
+        "pyopenssl>=23.2",
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7.4",
+            "pytest-timeout>=2.2",
+            "hypothesis>=6.90",
+            "twisted>=24.3",
+        ],
+        "bench": [
+            "twisted>=24.3",
+            "Pyro5>=5.15",
+            "msgpack>=1.0",
+        ],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Twisted",
+        "Topic :: System :: Networking",
+    ],
+)

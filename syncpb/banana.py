@@ -1,0 +1,357 @@
+"""Banana, PB's byte-level encoding of trees (sans-IO, layer L1).
+
+Theory of operation
+-------------------
+A Banana stream is a sequence of tokens ``prefix type [payload]``: the
+prefix is an unsigned integer in little-endian base 128 (bytes 0x00-0x7F),
+the type byte (0x80-0x87) ends it, and only STRING and FLOAT carry a payload.
+A LIST token's prefix counts the complete values that follow it. Each
+complete top-level value is one message; there is no other framing.
+
+This module holds the token vocabulary, the canonical encoder for plain
+trees (lists, bytes, ints, floats) and :class:`Framer`, the incremental part
+of decoding. The framer only finds where each top-level message ends; it
+never builds values. The object-building decoder lives in
+:mod:`syncpb.codec`, which reads a *complete* message in one recursive pass
+and goes straight from bytes to Python objects (Banana and Jelly fused).
+Splitting the work this way keeps both halves linear: the framer touches
+each byte at most once however the stream is chunked (a string payload is
+skipped by length, a partial prefix is at most 64 bytes), and the builder
+never restarts.
+
+:class:`Decoder` combines the two for plain trees and is what the golden
+tests and the dialect handshake use. Limits are constructor arguments with
+Twisted's defaults; nothing here is a module-level setting.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from .errors import BananaError
+
+__all__ = [
+    "LIST",
+    "INT",
+    "STRING",
+    "NEG",
+    "FLOAT",
+    "LONGINT",
+    "LONGNEG",
+    "VOCAB",
+    "SIZE_LIMIT",
+    "PREFIX_LIMIT",
+    "VOCABULARY",
+    "VOCAB_INDEX",
+    "DIALECTS",
+    "encode_prefix",
+    "encode_int",
+    "encode",
+    "Framer",
+    "Decoder",
+]
+
+LIST = 0x80
+INT = 0x81
+STRING = 0x82
+NEG = 0x83
+FLOAT = 0x84
+LONGINT = 0x85
+LONGNEG = 0x86
+VOCAB = 0x87
+
+#: Twisted's default maximum length of one string and of one list.
+SIZE_LIMIT = 640 * 1024
+#: Twisted's default maximum number of prefix bytes before a type byte.
+PREFIX_LIMIT = 64
+
+#: The ``pb`` dialect's vocabulary; index 0 is unused.
+VOCABULARY: Tuple[bytes, ...] = (
+    b"",
+    b"None", b"class", b"dereference", b"reference", b"dictionary",
+    b"function", b"instance", b"list", b"module", b"persistent",
+    b"tuple", b"unpersistable", b"copy", b"cache", b"cached",
+    b"remote", b"local", b"lcache", b"version", b"login",
+    b"password", b"challenge", b"logged_in", b"not_logged_in", b"cachemessage",
+    b"message", b"answer", b"error", b"decref", b"decache",
+    b"uncache",
+)
+VOCAB_INDEX: Dict[bytes, int] = {w: i for i, w in enumerate(VOCABULARY) if i}
+
+#: Dialects in order of preference, as a server offers them.
+DIALECTS: Tuple[bytes, ...] = (b"pb", b"none")
+
+_INT_MAX = 2**31 - 1
+_INT_MIN = -(2**31)
+_FLOAT = struct.Struct(">d")
+
+Tree = Union[bytes, int, float, List[Any]]
+
+
+def encode_prefix(n: int) -> bytes:
+    """Return ``n`` (non-negative) as little-endian base-128 prefix bytes."""
+    if n < 128:
+        return bytes((n,))
+    out = bytearray()
+    while n:
+        out.append(n & 0x7F)
+        n >>= 7
+    return bytes(out)
+
+
+def encode_int(n: int, prefix_limit: int = PREFIX_LIMIT) -> bytes:
+    """Return the canonical Banana token for integer ``n``.
+
+    Raises:
+        BananaError: the magnitude needs more than ``prefix_limit`` bytes.
+    """
+    if 0 <= n < 128:
+        return bytes((n, INT))
+    if n >= 0:
+        kind = INT if n <= _INT_MAX else LONGINT
+    else:
+        kind = NEG if n >= _INT_MIN else LONGNEG
+        n = -n
+    prefix = encode_prefix(n)
+    if len(prefix) > prefix_limit:
+        raise BananaError(f"integer too large to send: needs {len(prefix)} prefix bytes")
+    return prefix + bytes((kind,))
+
+
+def encode(tree: Tree, vocab: bool = True, size_limit: int = SIZE_LIMIT,
+           prefix_limit: int = PREFIX_LIMIT) -> bytes:
+    """Encode a plain Banana tree (lists/tuples, bytes, ints, floats).
+
+    Args:
+        tree: the value; lists and tuples both become Banana lists.
+        vocab: compress vocabulary words (the ``pb`` dialect).
+
+    Raises:
+        BananaError: a value has no Banana form or breaks a limit.
+    """
+    out: List[bytes] = []
+    _encode_into(tree, out, vocab, size_limit, prefix_limit)
+    return b"".join(out)
+
+
+def _encode_into(tree: Any, out: List[bytes], vocab: bool, size_limit: int,
+                 prefix_limit: int) -> None:
+    kind = type(tree)
+    if kind is bytes:
+        index = VOCAB_INDEX.get(tree) if vocab else None
+        if index is not None:
+            out.append(bytes((index, VOCAB)))
+            return
+        if len(tree) > size_limit:
+            raise BananaError(f"string of {len(tree)} bytes exceeds the size limit {size_limit}")
+        out.append(encode_prefix(len(tree)) + b"\x82" + tree)
+    elif kind is int:
+        out.append(encode_int(tree, prefix_limit))
+    elif kind is float:
+        out.append(b"\x84" + _FLOAT.pack(tree))
+    elif kind is list or kind is tuple:
+        if len(tree) > size_limit:
+            raise BananaError(f"list of {len(tree)} items exceeds the size limit {size_limit}")
+        out.append(encode_prefix(len(tree)) + b"\x80")
+        for item in tree:
+            _encode_into(item, out, vocab, size_limit, prefix_limit)
+    else:
+        raise BananaError(f"cannot encode {kind.__name__} in Banana")
+
+
+class Framer:
+    """Find where top-level Banana messages end in a chunked byte stream.
+
+    The framer scans a growing buffer that its owner keeps; :meth:`scan`
+    resumes where the last call stopped and returns the end offset of the
+    first complete message, or ``None`` if more data is needed. It checks
+    the limits and type bytes as soon as a token header is complete.
+    """
+
+    def __init__(self, size_limit: int = SIZE_LIMIT, prefix_limit: int = PREFIX_LIMIT) -> None:
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all progress; the next scan starts at offset 0."""
+        self._pos = 0
+        self._open: List[int] = []  # remaining element counts of open lists
+
+    def scan(self, buf: Union[bytes, bytearray]) -> Optional[int]:
+        """Continue scanning ``buf``; return the end of the first message.
+
+        After a message is found the owner removes those bytes from its
+        buffer and calls :meth:`reset` before scanning again.
+
+        Raises:
+            BananaError: bad type byte, over-long prefix or over-size header.
+        """
+        pos, end, open_lists = self._pos, len(buf), self._open
+        while pos < end:
+            header = _read_header(buf, pos, end, self.prefix_limit)
+            if header is None:
+                break
+            kind, value, after = header
+            if kind == STRING:
+                self._check_size(value, "string")
+                if after + value > end:
+                    break
+                after += value
+            elif kind == FLOAT:
+                if after + 8 > end:
+                    break
+                after += 8
+            elif kind == LIST:
+                self._check_size(value, "list")
+            pos = after
+            if kind == LIST and value:
+                open_lists.append(value)
+                continue
+            while open_lists:
+                open_lists[-1] -= 1
+                if open_lists[-1]:
+                    break
+                open_lists.pop()
+            if not open_lists:
+                self._pos = pos
+                return pos
+        self._pos = pos
+        return None
+
+    def _check_size(self, value: int, what: str) -> None:
+        if value > self.size_limit:
+            raise BananaError(f"{what} header of {value} exceeds the size limit {self.size_limit}")
+
+
+def _read_header(buf: Union[bytes, bytearray], pos: int, end: int,
+                 prefix_limit: int) -> Optional[Tuple[int, int, int]]:
+    """Read one token header at ``pos``: ``(type, prefix value, offset after)``.
+
+    Returns ``None`` when the header is not complete yet.
+
+    Raises:
+        BananaError: invalid type byte or a prefix longer than the limit.
+    """
+    start = pos
+    while pos < end and buf[pos] < 0x80:
+        pos += 1
+        if pos - start > prefix_limit:
+            raise BananaError(f"prefix longer than {prefix_limit} bytes")
+    if pos >= end:
+        return None
+    kind = buf[pos]
+    if kind > VOCAB:
+        raise BananaError(f"invalid Banana type byte 0x{kind:02x}")
+    value = 0
+    for i in range(pos - 1, start - 1, -1):
+        value = (value << 7) | buf[i]
+    return kind, value, pos + 1
+
+
+class Decoder:
+    """Incremental decoder of plain Banana trees (no Jelly).
+
+    Used for the dialect handshake and for testing against recorded
+    streams. ``vocab`` selects whether VOCAB tokens are allowed (the ``pb``
+    dialect); before a dialect is chosen they are an error, as in Twisted.
+    """
+
+    def __init__(self, vocab: bool = True, size_limit: int = SIZE_LIMIT,
+                 prefix_limit: int = PREFIX_LIMIT) -> None:
+        self.vocab = vocab
+        self.size_limit = size_limit
+        self.prefix_limit = prefix_limit
+        self._buf = bytearray()
+        self._framer = Framer(size_limit, prefix_limit)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete message."""
+        return len(self._buf)
+
+    def take_buffer(self) -> bytes:
+        """Remove and return the bytes not yet decoded (for a hand-over)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._framer.reset()
+        return data
+
+    def feed(self, data: bytes) -> List[Tree]:
+        """Add ``data``; return every message it completes, in order."""
+        self._buf += data
+        out: List[Tree] = []
+        while self._buf:
+            end = self._framer.scan(self._buf)
+            if end is None:
+                break
+            message = bytes(self._buf[:end])
+            del self._buf[:end]
+            self._framer.reset()
+            value, _ = read_tree(message, 0, self.vocab)
+            out.append(value)
+        return out
+
+
+def read_tree(buf: bytes, pos: int, vocab: bool) -> Tuple[Tree, int]:
+    """Build the plain tree of the complete value at ``pos``.
+
+    Iterative (no recursion limit). The value must be complete and already
+    checked by a :class:`Framer`.
+
+    Raises:
+        BananaError: a VOCAB token when ``vocab`` is false, or an unknown index.
+    """
+    stack: List[Tuple[List[Tree], int]] = []
+    end = len(buf)
+    while True:
+        header = _read_header(buf, pos, end, end)
+        if header is None:
+            raise BananaError("truncated Banana value")
+        kind, value, pos = header
+        item: Tree
+        if kind == LIST:
+            if value:
+                stack.append(([], value))
+                continue
+            item = []
+        elif kind == STRING:
+            item = buf[pos:pos + value]
+            pos += value
+        elif kind == INT or kind == LONGINT:
+            item = value
+        elif kind == NEG or kind == LONGNEG:
+            item = -value
+        elif kind == FLOAT:
+            item = _FLOAT.unpack_from(buf, pos)[0]
+            pos += 8
+        else:
+            item = vocab_word(value, vocab)
+        while stack:
+            items, count = stack[-1]
+            items.append(item)
+            if len(items) < count:
+                break
+            stack.pop()
+            item = items
+        else:
+            return item, pos
+
+
+def vocab_word(index: int, vocab: bool = True) -> bytes:
+    """Return the vocabulary word with ``index``.
+
+    Raises:
+        BananaError: vocabulary is not in effect, or the index is unknown.
+    """
+    if not vocab:
+        raise BananaError("vocabulary token outside the pb dialect")
+    if 0 < index < len(VOCABULARY):
+        return VOCABULARY[index]
+    raise BananaError(f"unknown vocabulary index {index}")
+
+
+def offer(dialects: Sequence[bytes] = DIALECTS) -> bytes:
+    """Return the server's dialect offer, encoded without vocabulary."""
+    return encode(list(dialects), vocab=False)

@@ -1,0 +1,606 @@
+"""The PB broker: one connection's protocol state, sans-IO (layer L2).
+
+Theory of operation
+-------------------
+A :class:`Broker` is fed received bytes with :meth:`Broker.receive_data` and
+returns *events*; the operations :meth:`call`, :meth:`answer`, :meth:`fail`
+produce bytes that :meth:`data_to_send` hands out. It never touches a
+socket, a thread or a greenlet, so a pair of brokers can be wired together
+in memory and every exchange tested with plain bytes.
+
+Stream handling. Most messages arrive whole, so the broker first decodes
+straight from the received chunk. If the chunk ends inside a message, the
+rest is kept in a buffer and a :class:`~syncpb.banana.Framer` scans it,
+resuming as more bytes arrive, until it knows where the message ends; only
+then is it decoded. Every byte is thus scanned a bounded number of times
+whatever the chunking. Decoding has no side effects until a message is
+complete: imported references are counted only when the message commits.
+
+Tables. ``_exports`` maps our object ids (and ``b'root'``) to the object and
+the number of ``['remote', id]`` occurrences sent; the peer's ``decref``
+lowers it. ``_imports`` maps the peer's ids to an :class:`ImportRecord`
+shared with the proxy; when a proxy dies its record is queued on
+:attr:`released` (safe from any thread) and turned into that many
+``decref`` messages at the next :meth:`data_to_send`.
+
+Failures. A protocol violation produces a final :class:`ProtocolViolation`
+event; the owner must close the connection. Calls still waiting for an
+answer are the owner's to fail (it holds their Deferreds).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from . import banana
+from .errors import BananaError, Error, InsecureJelly, NoSuchMethod, ProtocolError
+from .flavors import Referenceable, Root
+from .jelly import Incomplete, JellyError, Reader, SecurityOptions, Writer
+from .wirefailure import FAILURE_TAG, exception_from_state, failure_state
+
+__all__ = [
+    "Limits",
+    "Broker",
+    "ImportRecord",
+    "Ready",
+    "CallReceived",
+    "AnswerReceived",
+    "ErrorReceived",
+    "ProtocolViolation",
+    "PROTOCOL_VERSION",
+]
+
+log = logging.getLogger("syncpb")
+
+PROTOCOL_VERSION = 6
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits; the defaults are Twisted's.
+
+    Attributes:
+        size_limit: longest string / list accepted or sent (Banana SIZE_LIMIT).
+        prefix_limit: longest token prefix in bytes (2**448 magnitude).
+        max_references: objects exported at once (Twisted's MAX_BROKER_REFS).
+        max_depth: deepest nesting decoded (Twisted relies on Python's
+            recursion limit, about this deep).
+        max_incoming_calls: calls from the peer running at once; None means
+            unlimited, as in Twisted.
+        close_on_violation: also close the connection after answering a
+            message to an unknown object or a refused type (Twisted only
+            answers with an error).
+    """
+
+    size_limit: int = banana.SIZE_LIMIT
+    prefix_limit: int = banana.PREFIX_LIMIT
+    max_references: int = 1024
+    max_depth: int = 400
+    max_incoming_calls: Optional[int] = None
+    close_on_violation: bool = True
+
+
+class ImportRecord:
+    """Occurrences of one peer object held by one live proxy."""
+
+    __slots__ = ("oid", "count", "proxy", "__weakref__")
+
+    def __init__(self, oid: int) -> None:
+        self.oid = oid
+        self.count = 0
+        self.proxy: Callable[[], Any] = lambda: None
+
+
+@dataclass
+class Ready:
+    """The dialect is settled; calls may be made."""
+
+
+@dataclass
+class CallReceived:
+    """The peer called one of our methods; run it and answer by request id."""
+
+    request_id: int
+    method: Callable[..., Any]
+    args: tuple
+    kwargs: Dict[str, Any]
+    answer_required: bool
+
+
+@dataclass
+class AnswerReceived:
+    """A call of ours returned ``value``."""
+
+    request_id: int
+    value: Any
+
+
+@dataclass
+class ErrorReceived:
+    """A call of ours failed with ``error``."""
+
+    request_id: int
+    error: BaseException
+
+
+@dataclass
+class ProtocolViolation:
+    """The peer broke the protocol; close the connection."""
+
+    error: BaseException
+
+
+Event = Any
+ProxyFactory = Callable[["Broker", ImportRecord], Any]
+
+_AWAIT_OFFER, _AWAIT_CHOICE, _READY, _DEAD = range(4)
+
+
+class Broker:
+    """PB protocol state of one connection.
+
+    Args:
+        root: the object published as ``b'root'`` (server side), or None.
+        is_client: True for the side that connected (it answers the offer).
+        proxy_factory: builds the proxy object for an imported reference.
+        security: the allow-list for decoding; a fresh default if None.
+        limits: per-connection limits.
+        unsafe_tracebacks: send full tracebacks in failures (opt-in).
+    """
+
+    def __init__(self, root: Any = None, is_client: bool = False,
+                 proxy_factory: Optional[ProxyFactory] = None,
+                 security: Optional[SecurityOptions] = None,
+                 limits: Limits = Limits(), unsafe_tracebacks: bool = False) -> None:
+        self.limits = limits
+        self.is_client = is_client
+        self.unsafe_tracebacks = unsafe_tracebacks
+        self.security = security if security is not None else SecurityOptions()
+        self.security.register(FAILURE_TAG, exception_from_state)
+        self.proxy_factory = proxy_factory or (lambda broker, record: record)
+        self.released: Deque[ImportRecord] = collections.deque()
+        self._state = _AWAIT_OFFER if is_client else _AWAIT_CHOICE
+        self._vocab = False
+        self._out: List[bytes] = []
+        self._writer = Writer(self, False, limits.size_limit, limits.prefix_limit)
+        self._buffer = bytearray()
+        self._framer = banana.Framer(limits.size_limit, limits.prefix_limit)
+        self._next_request = 0
+        self._next_oid = 0
+        self._exports: Dict[Any, List[Any]] = {}
+        self._export_ids: Dict[int, Any] = {}
+        self._pending_exports: List[Any] = []
+        self._imports: Dict[int, ImportRecord] = {}
+        self._waiting: set = set()
+        self._incoming = 0
+        if root is not None:
+            published = root.rootObject(self) if isinstance(root, Root) else root
+            self._exports[b"root"] = [published, None]
+        if not is_client:
+            self._out.append(banana.offer())
+
+    # ------------------------------------------------------------ status
+
+    @property
+    def ready(self) -> bool:
+        """True once the dialect is settled."""
+        return self._state == _READY
+
+    @property
+    def dialect(self) -> Optional[bytes]:
+        """The chosen dialect, once settled."""
+        if self._state in (_AWAIT_OFFER, _AWAIT_CHOICE):
+            return None
+        return b"pb" if self._vocab else b"none"
+
+    @property
+    def export_count(self) -> int:
+        """Objects in the export table, the root not included."""
+        return sum(1 for key in self._exports if key != b"root")
+
+    @property
+    def import_count(self) -> int:
+        """Peer objects we hold proxies for."""
+        return len(self._imports)
+
+    @property
+    def waiting_count(self) -> int:
+        """Our calls still waiting for an answer."""
+        return len(self._waiting)
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) the bytes produced so far."""
+        if self.released:
+            self._send_decrefs()
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out = []
+        return data
+
+    # ------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes) -> List[Event]:
+        """Feed received bytes; return the events they complete, in order."""
+        events: List[Event] = []
+        if self._state == _DEAD or not data:
+            return events
+        try:
+            self._receive(bytes(data), events)
+        except (ProtocolError, InsecureJelly) as exc:
+            self._die(exc, events)
+        return events
+
+    def _receive(self, data: bytes, events: List[Event]) -> None:
+        if self._buffer:
+            self._buffer += data
+            end = self._framer.scan(self._buffer)
+            if end is None:
+                return
+            message = bytes(self._buffer[:end])
+            data = bytes(self._buffer[end:])
+            self._buffer.clear()
+            self._framer.reset()
+            if self._handle(message, 0, events) != end:
+                raise ProtocolError("message decoded to a different length than framed")
+        pos = 0
+        while pos < len(data) and self._state != _DEAD:
+            try:
+                pos = self._handle(data, pos, events)
+            except Incomplete:
+                self._buffer += data[pos:]
+                end = self._framer.scan(self._buffer)
+                if end is not None:
+                    raise ProtocolError("decoder and framer disagree on a message end")
+                return
+
+    def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
+        if self._state != _READY:
+            return self._handshake(buf, pos, events)
+        reader = Reader(buf, pos, self.security, self, self._vocab, self.limits.size_limit,
+                        self.limits.prefix_limit, self.limits.max_depth)
+        count = reader.list_header()
+        if count < 1:
+            raise ProtocolError("empty top-level message")
+        command = reader.raw()
+        handler = self._commands.get(command) if type(command) is bytes else None
+        if handler is None:
+            raise ProtocolError(f"unknown PB command {command!r}")
+        handler(self, reader, count - 1, events)
+        return reader.pos
+
+    def _handshake(self, buf: bytes, pos: int, events: List[Event]) -> int:
+        reader = Reader(buf, pos, self.security, None, False, self.limits.size_limit,
+                        self.limits.prefix_limit, self.limits.max_depth)
+        value = reader.raw()
+        if self._state == _AWAIT_CHOICE:
+            if value not in banana.DIALECTS:
+                raise ProtocolError(f"peer chose an unknown dialect {value!r}")
+            self._settle(value)
+        else:
+            if not isinstance(value, list) or not value:
+                raise ProtocolError(f"bad dialect offer {value!r}")
+            choice = next((d for d in banana.DIALECTS if d in value), None)
+            if choice is None:
+                raise ProtocolError(f"no common dialect in {value!r}")
+            self._out.append(banana.encode(choice, vocab=False))
+            self._settle(choice)
+        events.append(Ready())
+        return reader.pos
+
+    def _settle(self, dialect: bytes) -> None:
+        self._vocab = dialect == b"pb"
+        self._writer = Writer(self, self._vocab, self.limits.size_limit, self.limits.prefix_limit)
+        self._state = _READY
+        self._emit([b"version", PROTOCOL_VERSION])
+
+    def _emit(self, fields: List[Any]) -> None:
+        self._out.append(banana.encode(fields, self._vocab, self.limits.size_limit,
+                                       self.limits.prefix_limit))
+
+    def _die(self, exc: BaseException, events: List[Event]) -> None:
+        self._state = _DEAD
+        self._buffer.clear()
+        events.append(ProtocolViolation(exc))
+
+    def _fields(self, reader: Reader, count: int, expected: int, command: str) -> None:
+        if count != expected:
+            raise ProtocolError(f"{command} message with {count} fields, expected {expected}")
+
+    # -- commands
+
+    def _on_version(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._fields(reader, count, 1, "version")
+        version = reader.raw()
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"peer speaks PB version {version!r}, not {PROTOCOL_VERSION}")
+
+    def _on_message(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._fields(reader, count, 6, "message")
+        request_id = reader.raw()
+        oid = reader.raw()
+        name = reader.raw_bytes()
+        answer_required = bool(reader.raw())
+        try:
+            method_name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"method name {name!r} is not UTF-8") from None
+        entry = self._exports.get(oid) if type(oid) in (int, bytes) else None
+        if entry is None:
+            reader.skip()
+            reader.skip()
+            self._reply_error(request_id, answer_required, Error("Invalid Object ID"))
+            self._violation(f"message to unknown object id {oid!r}", events)
+            return
+        try:
+            args = reader.jelly()
+            kwargs = reader.jelly()
+        except InsecureJelly as exc:
+            self._rest_of(reader)
+            self._commit(reader)
+            self._reply_error(request_id, answer_required, exc)
+            self._violation(f"refused type in arguments: {exc}", events)
+            return
+        self._commit(reader)
+        self._deliver_call(request_id, entry[0], method_name, args, kwargs, answer_required,
+                           events)
+
+    def _rest_of(self, reader: Reader) -> None:
+        """Position ``reader`` after the message that failed to decode."""
+        reader.pos = reader.start
+        reader.skip()
+
+    def _deliver_call(self, request_id: Any, target: Any, name: str, args: Any, kwargs: Any,
+                      answer_required: bool, events: List[Event]) -> None:
+        if type(args) not in (tuple, list) or type(kwargs) is not dict:
+            self._reply_error(request_id, answer_required,
+                              TypeError("arguments must be a tuple and a dictionary"))
+            return
+        try:
+            kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
+                      for k, v in kwargs.items()}
+        except UnicodeDecodeError:
+            kwargs = {}
+        method = target.remote_method(name) if isinstance(target, Referenceable) else None
+        if method is None:
+            self._reply_error(request_id, answer_required,
+                              NoSuchMethod(f"No such method: remote_{name}"))
+            return
+        limit = self.limits.max_incoming_calls
+        if limit is not None and self._incoming >= limit:
+            self._reply_error(request_id, answer_required,
+                              Error(f"more than {limit} calls in progress on this connection"))
+            return
+        if answer_required:
+            self._incoming += 1
+        events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required))
+
+    def _violation(self, reason: str, events: List[Event]) -> None:
+        if self.limits.close_on_violation:
+            self._die(ProtocolError(reason), events)
+        else:
+            log.warning("PB peer error (connection kept): %s", reason)
+
+    def _on_answer(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._fields(reader, count, 2, "answer")
+        request_id = self._take_waiting(reader.raw())
+        value = self._payload(reader, request_id, events)
+        events.append(AnswerReceived(request_id, value))
+
+    def _on_error(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._fields(reader, count, 2, "error")
+        request_id = self._take_waiting(reader.raw())
+        value = self._payload(reader, request_id, events)
+        if not isinstance(value, BaseException):
+            value = exception_from_state({"type": b"builtins.Exception", "value": repr(value)})
+        events.append(ErrorReceived(request_id, value))
+
+    def _take_waiting(self, request_id: Any) -> Any:
+        if type(request_id) is not int or request_id not in self._waiting:
+            raise ProtocolError(f"answer for unknown request id {request_id!r}")
+        self._waiting.discard(request_id)
+        return request_id
+
+    def _payload(self, reader: Reader, request_id: int, events: List[Event]) -> Any:
+        try:
+            value = reader.jelly()
+        except (InsecureJelly, JellyError) as exc:
+            events.append(ErrorReceived(request_id, exc))
+            raise ProtocolError(f"undecodable answer to request {request_id}: {exc}") from exc
+        self._commit(reader)
+        return value
+
+    def _on_decref(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._fields(reader, count, 1, "decref")
+        oid = reader.raw()
+        entry = self._exports.get(oid) if type(oid) is int else None
+        if entry is None:
+            raise ProtocolError(f"decref of unknown object id {oid!r}")
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._exports[oid]
+            self._export_ids.pop(id(entry[0]), None)
+
+    def _on_did_not_understand(self, reader: Reader, count: int, events: List[Event]) -> None:
+        log.warning("PB peer did not understand: %r", [reader.raw() for _ in range(count)])
+
+    _commands: Dict[bytes, Callable[..., None]] = {
+        b"version": _on_version,
+        b"message": _on_message,
+        b"answer": _on_answer,
+        b"error": _on_error,
+        b"decref": _on_decref,
+        b"didNotUnderstand": _on_did_not_understand,
+    }
+
+    # ------------------------------------------------------------ jelly context
+
+    def jelly_object(self, obj: Any, writer: Writer, out: List[bytes]) -> bool:
+        """Encode Referenceables and proxies (the codec's hook)."""
+        if type(obj) is _FailureCopy:
+            writer.copy_form(FAILURE_TAG, obj.state, obj, out)
+            return True
+        record = getattr(obj, "_pb_record", None)
+        if isinstance(record, ImportRecord):
+            if self._imports.get(record.oid) is not record:
+                raise TypeError("cannot send a reference that belongs to another connection")
+            out.append(b"\x02\x80" + writer.word(b"local") + writer.int_token(record.oid))
+            return True
+        if isinstance(obj, Referenceable):
+            out.append(b"\x02\x80" + writer.word(b"remote") + writer.int_token(self._export(obj)))
+            return True
+        return False
+
+    def _export(self, obj: Any) -> Any:
+        oid = self._export_ids.get(id(obj))
+        if oid is None:
+            if len(self._exports) > self.limits.max_references:
+                raise Error("Maximum PB reference count exceeded.")
+            self._next_oid += 1
+            oid = self._next_oid
+            self._exports[oid] = [obj, 0]
+            self._export_ids[id(obj)] = oid
+        self._pending_exports.append(oid)
+        return oid
+
+    def unjelly_remote(self, oid: int, reader: Reader) -> Any:
+        """Return the proxy for the peer's object ``oid`` (counted on commit)."""
+        record = self._imports.get(oid)
+        proxy = None if record is None else record.proxy()
+        if proxy is None:
+            record = ImportRecord(oid)
+            self._imports[oid] = record
+            proxy = self.proxy_factory(self, record)
+            record.proxy = weakref.ref(proxy)
+        reader.imported.append(record)
+        return proxy
+
+    def unjelly_local(self, oid: Any) -> Any:
+        """Return our own object coming back, or None for an unknown id."""
+        entry = self._exports.get(oid) if type(oid) in (int, bytes) else None
+        return None if entry is None else entry[0]
+
+    def _commit(self, reader: Reader) -> None:
+        for record in reader.imported:
+            record.count += 1
+        reader.imported = []
+
+    def _send_decrefs(self) -> None:
+        while self.released:
+            record = self.released.popleft()
+            if self._imports.get(record.oid) is record:
+                del self._imports[record.oid]
+            if self._state == _READY:
+                for _ in range(record.count):
+                    self._emit([b"decref", record.oid])
+            record.count = 0
+
+    # ------------------------------------------------------------ operations
+
+    def call(self, oid: Any, name: str, args: tuple = (), kwargs: Optional[Dict[str, Any]] = None,
+             answer_required: bool = True) -> int:
+        """Queue a call of ``name`` on the peer's object ``oid``.
+
+        Returns:
+            the request id; its answer arrives as an event with that id.
+
+        Raises:
+            ProtocolError: the connection is not ready or is dead.
+            BananaError, TypeError, Error: an argument cannot be sent
+                (nothing is queued and no id is used).
+        """
+        if self._state != _READY:
+            raise ProtocolError("connection is not ready for calls")
+        body = self._encode_parts([tuple(args), dict(kwargs or {})])
+        self._next_request += 1
+        request_id = self._next_request
+        writer = self._writer
+        self._out.append(b"\x07\x80" + writer.word(b"message") + writer.int_token(request_id)
+                         + (writer.int_token(oid) if type(oid) is int else writer.word(oid))
+                         + writer.word(name.encode("utf-8"))
+                         + writer.int_token(1 if answer_required else 0) + body)
+        if answer_required:
+            self._waiting.add(request_id)
+        return request_id
+
+    def _encode_parts(self, values: List[Any]) -> bytes:
+        out: List[bytes] = []
+        self._pending_exports = []
+        try:
+            for value in values:
+                self._writer.write(value, out)
+        except BaseException:
+            self._rollback_exports()
+            raise
+        for oid in self._pending_exports:
+            self._exports[oid][1] += 1
+        self._pending_exports = []
+        return b"".join(out)
+
+    def _rollback_exports(self) -> None:
+        for oid in self._pending_exports:
+            entry = self._exports.get(oid)
+            if entry is not None and entry[1] == 0:
+                del self._exports[oid]
+                self._export_ids.pop(id(entry[0]), None)
+        self._pending_exports = []
+
+    def answer(self, request_id: Any, value: Any) -> None:
+        """Queue the answer to the peer's call ``request_id``.
+
+        A value that cannot be sent is reported to the caller as an error
+        instead (Twisted would drop the connection).
+        """
+        self._incoming = max(0, self._incoming - 1)
+        if self._state != _READY:
+            return
+        try:
+            body = self._encode_parts([value])
+        except (BananaError, TypeError, Error) as exc:
+            log.error("answer to request %r could not be sent: %s", request_id, exc)
+            self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
+            return
+        self._out.append(b"\x03\x80" + self._writer.word(b"answer")
+                         + self._writer.int_token(request_id) + body)
+
+    def fail(self, request_id: Any, exc: BaseException) -> None:
+        """Queue the failure of the peer's call ``request_id``."""
+        self._incoming = max(0, self._incoming - 1)
+        if self._state == _READY:
+            self._send_error(request_id, exc)
+
+    def _reply_error(self, request_id: Any, answer_required: bool, exc: BaseException) -> None:
+        if answer_required:
+            self._send_error(request_id, exc)
+
+    def _send_error(self, request_id: Any, exc: BaseException) -> None:
+        out: List[bytes] = []
+        state = failure_state(exc, self.unsafe_tracebacks)
+        self._writer.write(_FailureCopy(state), out)
+        self._out.append(b"\x03\x80" + self._writer.word(b"error")
+                         + self._writer.int_token(request_id) + b"".join(out))
+
+    def connection_lost(self) -> List[int]:
+        """Forget all state; return the ids of our calls that never got an answer."""
+        self._state = _DEAD
+        waiting = sorted(self._waiting)
+        self._waiting.clear()
+        self._exports.clear()
+        self._export_ids.clear()
+        self._imports.clear()
+        self.released.clear()
+        self._out = []
+        return waiting
+
+
+class _FailureCopy:
+    """A CopyableFailure on its way out (encoded by :meth:`Broker.jelly_object`)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: Dict[str, Any]) -> None:
+        self.state = state

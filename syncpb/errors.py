@@ -1,0 +1,150 @@
+"""The whole syncpb exception tree (layer L0: imports nothing from syncpb).
+
+Two families live here:
+
+* :class:`SyncPBError` and its subclasses are raised *by the library*: the
+  connection broke, a peer spoke nonsense, a type was refused, a call timed
+  out, a remote method raised something that only arrived by name.
+* :class:`Error` is the application's "expected failure", the twin of
+  Twisted's ``pb.Error``. A remote method raises a subclass of it to report a
+  failure that is part of its contract. Subclasses are remembered by their
+  wire name (``module.QualName``) so that a failure of that name coming back
+  from a peer is raised as the local class again ("comes through as itself").
+  Only subclasses of :class:`Error` are ever created from a wire name.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+__all__ = [
+    "SyncPBError",
+    "ProtocolError",
+    "BananaError",
+    "InsecureJelly",
+    "ConnectionLost",
+    "ConnectionFailed",
+    "DeadReferenceError",
+    "RemoteError",
+    "NoSuchMethod",
+    "CallTimeout",
+    "AlreadyCalledError",
+    "Error",
+    "error_class_for",
+    "wire_name_of",
+]
+
+
+class SyncPBError(Exception):
+    """Base class of every error raised by syncpb itself."""
+
+
+class ProtocolError(SyncPBError):
+    """The peer broke the PB protocol; its connection is closed."""
+
+
+class BananaError(ProtocolError):
+    """A Banana stream could not be encoded or decoded (bad token, limit)."""
+
+
+class InsecureJelly(SyncPBError):
+    """A Jelly type or class was refused by the allow-list; nothing was built."""
+
+
+class ConnectionLost(SyncPBError):
+    """The connection ended while a call was waiting for its answer."""
+
+
+class ConnectionFailed(SyncPBError):
+    """A connection could not be established (the OS error is ``__cause__``)."""
+
+
+class DeadReferenceError(SyncPBError):
+    """A call was made through a connection that is already closed."""
+
+
+class CallTimeout(SyncPBError, TimeoutError):
+    """Waiting for a result took longer than the given timeout."""
+
+
+class AlreadyCalledError(SyncPBError):
+    """A Deferred was fired twice."""
+
+
+class NoSuchMethod(SyncPBError, AttributeError):
+    """The remote object has no method of that name."""
+
+
+class RemoteError(SyncPBError):
+    """A remote method raised an exception that is not known locally.
+
+    Attributes:
+        remote_type: the fully qualified class name on the remote side,
+            e.g. ``"builtins.ValueError"``.
+        remote_parents: fully qualified names of the remote class's MRO.
+        remote_traceback: the remote traceback text when the peer opted in
+            to sending tracebacks, otherwise ``None``.
+    """
+
+    def __init__(
+        self,
+        remote_type: str,
+        message: str,
+        remote_traceback: Optional[str] = None,
+        remote_parents: Optional[list] = None,
+    ) -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.remote_parents = list(remote_parents or [remote_type])
+
+    def __str__(self) -> str:
+        return f"{self.remote_type}: {self.message}"
+
+
+# Wire name (``module.QualName``) -> local Error subclass. Error classes are
+# code, defined once per process, so a process-wide table is the honest shape.
+_error_classes: Dict[str, Type["Error"]] = {}
+
+
+class Error(Exception):
+    """An expected, application-level failure of a remote method.
+
+    The twin of Twisted's ``pb.Error``: on the wire its parents include
+    ``twisted.spread.pb.Error`` so a Twisted caller can ``trap(pb.Error)``.
+    A syncpb caller that defines the same class (same module and name)
+    receives the failure as an instance of that class.
+    """
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _error_classes[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+
+# Local classes whose wire names are Twisted's, so both sides agree.
+_TWISTED_NAMES: Dict[type, str] = {
+    Error: "twisted.spread.pb.Error",
+    NoSuchMethod: "twisted.spread.flavors.NoSuchMethod",
+    InsecureJelly: "twisted.spread.jelly.InsecureJelly",
+    DeadReferenceError: "twisted.spread.pb.DeadReferenceError",
+    ConnectionLost: "twisted.spread.pb.PBConnectionLost",
+}
+_error_classes.update({name: cls for cls, name in _TWISTED_NAMES.items()})  # type: ignore[misc]
+
+
+def wire_name_of(cls: type) -> str:
+    """Return the name ``cls`` travels under in a failure's ``type``/``parents``."""
+    name = _TWISTED_NAMES.get(cls)
+    if name is not None:
+        return name
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def error_class_for(wire_name: str) -> Optional[type]:
+    """Return the local exception class for a failure's wire type, if any.
+
+    Only :class:`Error` subclasses and syncpb's own errors that have a
+    Twisted twin are returned; everything else stays a :class:`RemoteError`.
+    """
+    return _error_classes.get(wire_name)

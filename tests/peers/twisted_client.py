@@ -1,0 +1,502 @@
+"""A real Twisted PB client that runs a fixed interop scenario.
+
+Usage::
+
+    python twisted_client.py HOST PORT [--only STEP,STEP] [--timeout SECONDS]
+                                       [--expect-tracebacks]
+
+Connects with ``pb.PBClientFactory``, gets the root object and runs the steps
+below against it. The server's root must offer the methods documented in
+``twisted_server.py`` (syncpb's test server offers the same ones).
+
+Prints ONE JSON object on stdout and nothing else::
+
+    {"results": {"<step>.<check>": {"ok": true|false, "detail": "<text>"}, ...},
+     "ok": <all results ok>, "steps": [<steps run>], "timed_out": false,
+     "error": null, "elapsed": <seconds>, "twisted": "<version>"}
+
+Exit status: 0 when the scenario ran to the end (whatever the results),
+1 when the connection failed (``error`` says why, ``results`` is empty) or
+the safety timeout fired (``timed_out`` is true; ``results`` holds what
+finished plus a failed ``<step>.timeout`` entry). Twisted's log goes to
+stderr.
+"""
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+import weakref
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import twisted  # noqa: E402
+from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.logger import globalLogBeginner, textFileLogObserver  # noqa: E402
+from twisted.python import reflect  # noqa: E402
+from twisted.spread import pb  # noqa: E402
+
+import interop_types  # noqa: E402
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def short(value, limit=300):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def type_name(failure):
+    """The failure's exception type as text (a CopiedFailure holds bytes)."""
+    kind = failure.type
+    if isinstance(kind, bytes):
+        return kind.decode("utf-8", "replace")
+    if isinstance(kind, type):
+        return reflect.qual(kind)
+    return str(kind)
+
+
+def mismatch(expected, got, path="value", memo=None):
+    """None if `got` equals `expected` with exactly the same types all the
+    way down, else a description of the first difference. Cycles are
+    handled by remembering the pairs already being compared."""
+    if memo is None:
+        memo = set()
+    if type(expected) is not type(got):
+        return (
+            f"{path}: got {type(got).__name__} {short(got)}, "
+            f"expected {type(expected).__name__} {short(expected)}"
+        )
+    pair = (id(expected), id(got))
+    if pair in memo:
+        return None
+    if isinstance(expected, (list, tuple)):
+        memo.add(pair)
+        if len(expected) != len(got):
+            return f"{path}: got length {len(got)}, expected {len(expected)}"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            problem = mismatch(e, g, f"{path}[{i}]", memo)
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, dict):
+        memo.add(pair)
+        if len(expected) != len(got):
+            return f"{path}: got {len(got)} keys {short(list(got))}, expected {len(expected)}"
+        for key, e in expected.items():
+            matches = [k for k in got if k == key and mismatch(key, k) is None]
+            if not matches:
+                return f"{path}: key {short(key)} missing (keys: {short(list(got))})"
+            problem = mismatch(e, got[matches[0]], f"{path}[{key!r}]", memo)
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, (set, frozenset)):
+        if expected != got:
+            return f"{path}: got {short(got)}, expected {short(expected)}"
+        for e in expected:
+            g = next(g for g in got if g == e)
+            problem = mismatch(e, g, f"{path}{{{e!r}}}")
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, float) and math.isnan(expected) and math.isnan(got):
+        return None
+    if expected != got:
+        return f"{path}: got {short(got)}, expected {short(expected)}"
+    return None
+
+
+def structure_problem(name, value):
+    """Identity checks for the values whose point is object identity."""
+    if name == "cycle":
+        if isinstance(value, list) and len(value) == 1 and value[0] is value:
+            return None
+        return f"cycle: r[0] is not r ({short(value)})"
+    if name == "shared":
+        if isinstance(value, list) and len(value) == 2 and value[0] is value[1]:
+            return None
+        return f"shared: r[0] is not r[1] ({short(value)})"
+    return None
+
+
+def settle(callable_, *args, **kwargs):
+    """Call, and fire with (True, result) or (False, failure); never fails.
+    Synchronous exceptions (e.g. DeadReferenceError) count as failures."""
+    d = defer.maybeDeferred(callable_, *args, **kwargs)
+    return d.addCallbacks(lambda v: (True, v), lambda f: (False, f))
+
+
+def call(ref, name, *args, **kwargs):
+    return settle(ref.callRemote, name, *args, **kwargs)
+
+
+def wait_until(predicate, timeout, interval=0.01):
+    """Fire with True once predicate() is true, or False after `timeout`."""
+    deadline = time.monotonic() + timeout
+
+    @defer.inlineCallbacks
+    def poll():
+        while not predicate():
+            if time.monotonic() >= deadline:
+                return False
+            yield task.deferLater(reactor, interval, lambda: None)
+        return True
+
+    return poll()
+
+
+class Results:
+    """Collects {name: {"ok": bool, "detail": str}} in insertion order."""
+
+    def __init__(self):
+        self.entries = {}
+
+    def record(self, name, ok, detail=""):
+        self.entries[name] = {"ok": bool(ok), "detail": str(detail)}
+
+    def expect_value(self, name, outcome, expected):
+        """Record whether a settle() outcome succeeded with `expected`."""
+        ok, value = outcome
+        if not ok:
+            self.record(name, False, f"failed: {describe_failure(value)}")
+            return
+        problem = mismatch(expected, value)
+        self.record(name, problem is None, problem or f"got {short(value)}")
+
+    def expect_failure(self, name, outcome):
+        """Return the failure if the call failed; else record and return None."""
+        ok, value = outcome
+        if ok:
+            self.record(name, False, f"expected a failure, got {short(value)}")
+            return None
+        return value
+
+
+def describe_failure(failure):
+    return f"{type_name(failure)}: {failure.getErrorMessage()}"
+
+
+class Stepper(pb.Referenceable):
+    """The client-side object the server calls back."""
+
+    def remote_step(self, x):
+        return x * 2
+
+    def remote_describe(self, *args, **kw):
+        return [list(args), kw]
+
+
+# -- scenario steps -----------------------------------------------------------
+# Each step is an inlineCallbacks generator taking (root, results, options).
+
+
+@defer.inlineCallbacks
+def step_refs(root, results, options):
+    """getRef / hello / isSame / refCount before and after our decref."""
+    results.expect_value("refs.refCount_initial", (yield call(root, "refCount")), 0)
+    ok, ref = yield call(root, "getRef")
+    if not ok or not isinstance(ref, pb.RemoteReference):
+        detail = describe_failure(ref) if not ok else f"got {short(ref)}"
+        results.record("refs.getRef", False, detail)
+        return
+    results.record("refs.getRef", True, f"RemoteReference luid={ref.luid!r}")
+    results.expect_value("refs.hello", (yield call(ref, "hello", "bob")), "hello bob")
+    results.expect_value("refs.isSame", (yield call(root, "isSame", ref, ref)), True)
+    results.expect_value("refs.refCount_held", (yield call(root, "refCount")), 1)
+
+    alive = weakref.ref(ref)
+    del ref
+    gc.collect()  # the RemoteReference's __del__ sends ['decref', id]
+    results.record(
+        "refs.proxy_released",
+        alive() is None,
+        "RemoteReference collected" if alive() is None else "still referenced",
+    )
+    results.expect_value("refs.refCount_dropped", (yield call(root, "refCount")), 0)
+
+
+@defer.inlineCallbacks
+def step_echo(root, results, options):
+    """echo() round trip of every sample value, plus echoKw/echoArgs/add."""
+    for name, value in interop_types.sample_values().items():
+        outcome = yield call(root, "echo", value)
+        results.expect_value(f"echo.{name}", outcome, value)
+        problem = outcome[0] and structure_problem(name, outcome[1])
+        if problem:
+            results.record(f"echo.{name}", False, problem)
+    results.expect_value(
+        "echo.echoKw", (yield call(root, "echoKw", a=1, b="x")), {"a": 1, "b": "x"}
+    )
+    results.expect_value(
+        "echo.echoArgs",
+        (yield call(root, "echoArgs", 1, "x", b"y", k=2)),
+        [[1, "x", b"y"], {"k": 2}],
+    )
+    results.expect_value("echo.add", (yield call(root, "add", 2, 3)), 5)
+
+
+@defer.inlineCallbacks
+def step_types(root, results, options):
+    """types() compared with sample_values(); cycle() and shared()."""
+    expected = interop_types.sample_values()
+    ok, got = yield call(root, "types")
+    if not ok or not isinstance(got, dict):
+        detail = describe_failure(got) if not ok else f"got {short(got)}"
+        results.record("types.call", False, detail)
+    else:
+        results.record("types.call", True, f"{len(got)} keys")
+        for name, value in expected.items():
+            if name not in got:
+                results.record(f"types.{name}", False, "key missing")
+                continue
+            problem = mismatch(value, got[name]) or structure_problem(name, got[name])
+            results.record(f"types.{name}", problem is None, problem or short(got[name]))
+        extra = sorted(set(got) - set(expected), key=repr)
+        results.record("types.no_extra_keys", not extra, f"extra keys: {extra!r}")
+    for name in ("cycle", "shared"):
+        outcome = yield call(root, name)
+        expected_value = getattr(interop_types, f"make_{name}")()
+        results.expect_value(f"types.{name}()", outcome, expected_value)
+        problem = outcome[0] and structure_problem(name, outcome[1])
+        if problem:
+            results.record(f"types.{name}()", False, problem)
+
+
+@defer.inlineCallbacks
+def step_errors(root, results, options):
+    """Remote exceptions arrive as failures with the right type and text."""
+    f = results.expect_failure("errors.failValue", (yield call(root, "failValue")))
+    if f is not None:
+        ok = bool(f.check(ValueError)) and f.getErrorMessage() == "bad value"
+        results.record("errors.failValue", ok, describe_failure(f))
+        if options.expect_tracebacks:
+            text = getattr(f, "traceback", None)
+            ok = isinstance(text, str) and "bad value" in text and "Traceback" in text
+            results.record("errors.unsafeTraceback", ok, short(text))
+
+    f = results.expect_failure("errors.failPbError", (yield call(root, "failPbError")))
+    if f is not None:
+        ok = (
+            bool(f.check(pb.Error))
+            and type_name(f) == "interop_types.MyError"
+            and f.getErrorMessage() == "custom pb error"
+        )
+        results.record("errors.failPbError", ok, f"{describe_failure(f)} type={f.type!r}")
+
+    f = results.expect_failure("errors.failDeferred", (yield call(root, "failDeferred")))
+    if f is not None:
+        results.record("errors.failDeferred", bool(f.check(KeyError)), describe_failure(f))
+
+    f = results.expect_failure("errors.failCopyable", (yield call(root, "failCopyable")))
+    if f is not None:
+        value = f.value
+        ok = (
+            isinstance(value, interop_types.RemoteCopyableError)
+            and getattr(value, "message", None) == "copyable pb error"
+            and getattr(value, "code", None) == 17
+            and bool(f.check(interop_types.CopyableError))
+        )
+        state = getattr(value, "__dict__", value)
+        results.record(
+            "errors.failCopyable", ok, f"{type(value).__name__} state={short(state)}"
+        )
+
+    f = results.expect_failure("errors.noSuchMethod", (yield call(root, "noSuchMethod")))
+    if f is not None:
+        results.record(
+            "errors.noSuchMethod", "NoSuchMethod" in type_name(f), describe_failure(f)
+        )
+
+
+@defer.inlineCallbacks
+def step_callbacks(root, results, options):
+    """The server calls methods of a client Referenceable we pass it."""
+    stepper = Stepper()
+    results.expect_value(
+        "callbacks.callMeBack", (yield call(root, "callMeBack", stepper, 21)), 42
+    )
+    results.expect_value(
+        "callbacks.callMeBackKw",
+        (yield call(root, "callMeBackKw", stepper, "describe", 1, "a", k=b"v")),
+        [[1, "a"], {"k": b"v"}],
+    )
+
+
+def exported(broker, obj):
+    """Is obj in this broker's table of objects exported to the peer?"""
+    return any(entry.object is obj for entry in (broker.localObjects or {}).values())
+
+
+@defer.inlineCallbacks
+def step_store(root, results, options):
+    """The server keeps our reference, uses it, drops it; its decref frees
+    the entry in our broker's export table."""
+    broker = root.broker
+    keeper = Stepper()
+    results.expect_value("store.store", (yield call(root, "store", keeper)), None)
+    results.record(
+        "store.exported", exported(broker, keeper), "entry in our localObjects"
+    )
+    results.expect_value("store.callStored", (yield call(root, "callStored", "step", 5)), 10)
+    results.expect_value("store.dropStored", (yield call(root, "dropStored")), True)
+    started = time.monotonic()
+    released = yield wait_until(lambda: not exported(broker, keeper), timeout=5.0)
+    waited = time.monotonic() - started
+    results.record(
+        "store.decref_received",
+        released,
+        f"released after {waited:.3f}s" if released else "still exported after 5s",
+    )
+
+
+@defer.inlineCallbacks
+def step_inflight(root, results, options):
+    """A slow call does not block a later fast one; answers come back out
+    of order and each reaches its own caller."""
+    order = []
+    slow = call(root, "slowAdd", 1, 2, 0.5).addCallback(
+        lambda outcome: order.append("slowAdd") or outcome
+    )
+    fast = call(root, "add", 3, 4).addCallback(
+        lambda outcome: order.append("add") or outcome
+    )
+    fast_outcome = yield fast
+    slow_outcome = yield slow
+    results.expect_value("inflight.add", fast_outcome, 7)
+    results.expect_value("inflight.slowAdd", slow_outcome, 3)
+    results.record("inflight.order", order == ["add", "slowAdd"], f"order={order}")
+
+
+STEPS = {
+    "refs": step_refs,
+    "echo": step_echo,
+    "types": step_types,
+    "errors": step_errors,
+    "callbacks": step_callbacks,
+    "store": step_store,
+    "inflight": step_inflight,
+}
+
+
+# -- driver -------------------------------------------------------------------
+
+
+class Run:
+    """Runs the selected steps once and prints the JSON report exactly once."""
+
+    def __init__(self, options):
+        self.options = options
+        self.results = Results()
+        self.steps_run = []
+        self.current = None
+        self.started = time.monotonic()
+        self.exit_code = 0
+        self.reported = False
+
+    def report(self, timed_out=False, error=None):
+        if self.reported:
+            return
+        self.reported = True
+        entries = self.results.entries
+        document = {
+            "results": entries,
+            "ok": bool(entries) and all(e["ok"] for e in entries.values()) and not error,
+            "steps": self.steps_run,
+            "timed_out": timed_out,
+            "error": error,
+            "elapsed": round(time.monotonic() - self.started, 3),
+            "twisted": twisted.__version__,
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.flush()
+
+    def finish(self, exit_code, **report_args):
+        if self.reported:  # e.g. the scenario ending after the timeout fired
+            return
+        self.report(**report_args)
+        self.exit_code = exit_code
+        if reactor.running:
+            reactor.stop()
+
+    def on_timeout(self):
+        if self.current is not None:
+            self.results.record(
+                f"{self.current}.timeout",
+                False,
+                f"step still running after {self.options.timeout}s",
+            )
+        self.finish(1, timed_out=True)
+
+    @defer.inlineCallbacks
+    def scenario(self):
+        factory = pb.PBClientFactory()
+        reactor.connectTCP(self.options.host, self.options.port, factory)
+        ok, root = yield settle(factory.getRootObject)
+        if not ok:
+            self.finish(1, error=f"connection failed: {describe_failure(root)}")
+            return
+        for name in self.options.only:
+            self.current = name
+            self.steps_run.append(name)
+            try:
+                yield STEPS[name](root, self.results, self.options)
+            except Exception as e:  # a bug in a step must not hide other steps
+                self.results.record(f"{name}.crashed", False, f"{type(e).__name__}: {e}")
+        self.current = None
+        factory.disconnect()
+        self.finish(0)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("host")
+    parser.add_argument("port", type=int)
+    parser.add_argument(
+        "--only",
+        default=",".join(STEPS),
+        help=f"comma-separated steps to run, in order (default: {','.join(STEPS)})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="safety timeout in seconds"
+    )
+    parser.add_argument(
+        "--expect-tracebacks",
+        action="store_true",
+        help="also check that failures carry the remote traceback text",
+    )
+    options = parser.parse_args(argv)
+    options.only = [s for s in options.only.split(",") if s]
+    unknown = [s for s in options.only if s not in STEPS]
+    if unknown:
+        parser.error(f"unknown steps {unknown}; known: {list(STEPS)}")
+    return options
+
+
+def main(argv=None):
+    options = parse_args(argv)
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stderr)], redirectStandardIO=False
+    )
+    run = Run(options)
+    timeout_call = reactor.callLater(options.timeout, run.on_timeout)
+
+    def crashed(failure):
+        run.finish(1, error=f"client crashed: {describe_failure(failure)}")
+
+    reactor.callWhenRunning(lambda: run.scenario().addErrback(crashed))
+    reactor.run()
+    if timeout_call.active():
+        timeout_call.cancel()
+    if not run.reported:  # reactor stopped by a signal
+        run.report(error="interrupted")
+        return 1
+    return run.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

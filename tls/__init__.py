@@ -1,0 +1,1 @@
+"""TLS transport (a later issue); the only place that imports OpenSSL."""
