@@ -1,1 +1,44 @@
-"""syncpb."""
+"""syncpb: Twisted's Perspective Broker for blocking, threaded and gevent code.
+
+Quick start::
+
+    import syncpb
+
+    class Calculator(syncpb.Root):
+        def remote_calculate(self, a, b):
+            return a + b
+
+    server = syncpb.Server(Calculator())
+    address = server.listen("tcp://127.0.0.1:0")
+    server.start()
+    with syncpb.connect(address) as conn:
+        assert conn.root.calculate(1, 2) == 3
+    server.stop()
+"""
+
+from .broker import Limits
+from .client import Connection, connect
+from .deferred import Deferred, fail, gather, maybe_deferred, succeed
+from .errors import (AlreadyCalledError, BananaError, CallTimeout, ConnectionFailed,
+                     ConnectionLost, DeadReferenceError, Error, InsecureJelly, NoSuchMethod,
+                     ProtocolError, RemoteError, SyncPBError)
+from .failure import Failure
+from .flavors import Referenceable, Root
+from .jelly import SecurityOptions, Unpersistable
+from .reference import RemoteReference
+from .server import Server
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    # connecting and serving
+    "connect", "Connection", "Server", "Limits", "SecurityOptions",
+    # the object model
+    "Root", "Referenceable", "RemoteReference", "Unpersistable",
+    # results
+    "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
+    # errors
+    "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed",
+    "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
+    "CallTimeout", "AlreadyCalledError",
+]

@@ -1,0 +1,112 @@
+"""Connecting to a PB server: :func:`connect` and :class:`Connection` (L5).
+
+The connection chooses how it waits from where it is made: inside a gevent
+program (a hub in this thread, or patched sockets) it reads in a greenlet
+and a call blocks only its greenlet; anywhere else it uses plain blocking
+sockets and the calling threads take turns reading
+(:mod:`syncpb.threaded`). No monkey-patching is needed either way.
+"""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+from typing import Any, Callable, Optional, Union
+
+from .broker import Broker, Limits
+from .errors import CallTimeout, ConnectionFailed, ConnectionLost
+from .jelly import SecurityOptions
+from .reference import RemoteReference
+from .session import GreenSession, Session, gevent_active
+from .threaded import ThreadedSession
+from .transport import Address, AddressLike, open_stream, parse_address
+
+__all__ = ["connect", "Connection"]
+
+
+class Connection:
+    """A client connection to a PB server.
+
+    Attributes:
+        root: a :class:`~syncpb.reference.RemoteReference` to the server's
+            root object.
+        address: the address connected to.
+    """
+
+    def __init__(self, session: Session, address: Address) -> None:
+        self._session = session
+        self.address = address
+        self.root: RemoteReference = session.root_reference()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended, for whatever reason."""
+        return self._session.closed
+
+    @property
+    def broker(self) -> Broker:
+        """The connection's sans-IO protocol state (for inspection)."""
+        return self._session.broker
+
+    def close(self) -> None:
+        """Close the connection; calls still waiting fail with ConnectionLost."""
+        self._session.close()
+
+    def notifyOnDisconnect(self, callback: Callable[[], Any]) -> None:  # noqa: N802
+        """Call ``callback()`` once when the connection ends."""
+        self._session.notify_on_disconnect(callback)
+
+    def dontNotifyOnDisconnect(self, callback: Callable[[], Any]) -> None:  # noqa: N802
+        """Undo :meth:`notifyOnDisconnect`."""
+        self._session.dont_notify_on_disconnect(callback)
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Connection to {self.address}{' closed' if self.closed else ''}>"
+
+
+def connect(address: Union[AddressLike, Address], timeout: Optional[float] = None, *,
+            security: Optional[SecurityOptions] = None, limits: Limits = Limits(),
+            unsafe_tracebacks: bool = False) -> Connection:
+    """Connect to a PB server and wait until it is ready for calls.
+
+    Args:
+        address: ``"tcp://host:port"``, ``"unix:///path"`` or ``(host, port)``.
+        timeout: seconds allowed for connecting and the handshake.
+        security: the allow-list for what this connection may decode.
+        limits: per-connection limits (Twisted's defaults).
+        unsafe_tracebacks: send full tracebacks when our methods fail.
+
+    Raises:
+        ConnectionFailed: the server cannot be reached or did not answer
+            the handshake in time.
+        ValueError: the address has no recognisable form.
+    """
+    target = parse_address(address)
+    green = gevent_active()
+    socket_module: Any = stdlib_socket
+    if green:
+        import gevent.socket as socket_module
+    sock = open_stream(target, timeout, socket_module)
+    broker = Broker(is_client=True, security=security, limits=limits,
+                    unsafe_tracebacks=unsafe_tracebacks)
+    session: Session
+    if green:
+        session = GreenSession(sock, broker, str(target))
+        session.start()
+    else:
+        session = ThreadedSession(sock, broker, str(target))
+    try:
+        session.ready.result(timeout=timeout)
+    except CallTimeout:
+        session.close("no PB handshake in time")
+        raise ConnectionFailed(f"{target} did not start the PB handshake in time") from None
+    except ConnectionLost as exc:
+        raise ConnectionFailed(f"PB handshake with {target} failed: {exc}") from exc
+    if not green:
+        session.start()  # type: ignore[attr-defined]
+    return Connection(session, target)

@@ -1,0 +1,138 @@
+"""Run a threaded connection's incoming calls in order without deadlock.
+
+Theory of operation
+-------------------
+A threaded client must not run the peer's calls on the thread that reads
+the socket: a ``remote_`` method that makes a blocking call back would then
+wait for an answer that only it could read. So incoming calls go to an
+:class:`OrderedDispatcher`: one *active* worker thread takes them from a
+queue in arrival order, as Twisted's reactor would run them.
+
+A call that blocks (it waits for a remote answer) would stall the queue.
+Every blocking wait in syncpb first calls :func:`blocking_section`; if the
+current thread is an active worker, it steps down and another worker (an
+idle one, or a new thread) continues the queue. When the blocked call
+finishes, its worker becomes idle; at most ``max_idle`` idle workers are
+kept. Calls therefore start in order, and a call that waits never stops
+the ones behind it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from typing import Callable, Deque, Iterator, List, Optional
+
+__all__ = ["OrderedDispatcher", "blocking_section"]
+
+log = logging.getLogger("syncpb")
+_local = threading.local()
+
+
+class _Worker:
+    __slots__ = ("wake",)
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+
+
+class OrderedDispatcher:
+    """Run submitted callables in order on worker threads.
+
+    Args:
+        name: thread name prefix, for debugging.
+        max_idle: idle workers kept for reuse.
+    """
+
+    def __init__(self, name: str = "syncpb-dispatch", max_idle: int = 2) -> None:
+        self.name = name
+        self.max_idle = max_idle
+        self._lock = threading.Lock()
+        self._queue: Deque[Callable[[], None]] = collections.deque()
+        self._active: Optional[_Worker] = None
+        self._idle: List[_Worker] = []
+        self._closed = False
+        self._count = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job``; it runs after every job submitted before it started."""
+        with self._lock:
+            if self._closed:
+                return
+            self._queue.append(job)
+            if self._active is None:
+                self._activate_locked()
+            else:
+                self._active.wake.set()
+
+    def close(self) -> None:
+        """Drop queued jobs and let the workers end."""
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
+            idle, self._idle = self._idle, []
+        for worker in idle:
+            worker.wake.set()
+
+    def _activate_locked(self) -> None:
+        if self._idle:
+            worker = self._idle.pop()
+            self._active = worker
+            worker.wake.set()
+            return
+        worker = _Worker()
+        self._active = worker
+        self._count += 1
+        thread = threading.Thread(target=self._run, args=(worker,),
+                                  name=f"{self.name}-{self._count}", daemon=True)
+        thread.start()
+
+    def _step_down(self, worker: _Worker) -> None:
+        """``worker`` is about to block: let another worker take the queue."""
+        with self._lock:
+            if self._active is worker:
+                self._active = None
+                if self._queue:
+                    self._activate_locked()
+
+    def _run(self, worker: _Worker) -> None:
+        while True:
+            job = self._next_job(worker)
+            if job is None:
+                return
+            _local.current = (self, worker)
+            try:
+                job()
+            except BaseException:  # a job must never kill its worker
+                log.exception("unexpected error in a dispatched call")
+            finally:
+                _local.current = None
+
+    def _next_job(self, worker: _Worker) -> Optional[Callable[[], None]]:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return None
+                if self._active is None:
+                    self._active = worker
+                if self._active is worker:
+                    if self._queue:
+                        return self._queue.popleft()
+                elif len(self._idle) >= self.max_idle:
+                    return None
+                else:
+                    self._idle.append(worker)
+                worker.wake.clear()
+            worker.wake.wait()
+
+
+@contextlib.contextmanager
+def blocking_section() -> Iterator[None]:
+    """Mark a blocking wait: an active dispatch worker hands its queue over."""
+    current = getattr(_local, "current", None)
+    if current is not None:
+        dispatcher, worker = current
+        dispatcher._step_down(worker)
+    yield

@@ -1,0 +1,117 @@
+"""RemoteReference: the local proxy of an object exported by the peer (L3).
+
+``ref.callRemote("name", *args, **kwargs)`` returns a Deferred; any other
+attribute is a blocking method, so ``ref.calculate(1, 2)`` waits for and
+returns the answer (or raises the remote exception). Two proxies are equal
+when they name the same object on the same connection.
+
+When the last Python reference to a proxy goes away, its import record is
+queued on the broker and the connection sends one ``decref`` per
+occurrence received, at its next write. Nothing happens inside ``__del__``
+except appending to a thread-safe queue and asking the session to flush.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
+
+from .errors import DeadReferenceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .broker import ImportRecord
+    from .deferred import Deferred
+
+__all__ = ["RemoteReference"]
+
+
+class RemoteReference:
+    """Proxy for an object the peer exported (``['remote', id]``).
+
+    Args:
+        session: the connection the object lives behind.
+        record: the broker's import record (id and occurrence count).
+        counted: False for the root, which is never released.
+    """
+
+    __slots__ = ("_pb_session", "_pb_record", "_pb_counted", "_pb_notify", "__weakref__")
+
+    def __init__(self, session: Any, record: "ImportRecord", counted: bool = True) -> None:
+        self._pb_session = session
+        self._pb_record = record
+        self._pb_counted = counted
+        self._pb_notify: List[Callable[..., Any]] = []
+
+    @property
+    def luid(self) -> Any:
+        """The peer's id for this object (``b'root'`` for the root)."""
+        return self._pb_record.oid
+
+    def callRemote(self, _name: str, *args: Any, **kwargs: Any) -> "Deferred":  # noqa: N802
+        """Call ``remote_<_name>`` on the peer's object; return a Deferred.
+
+        Raises:
+            DeadReferenceError: the connection is closed (raised at once,
+                as Twisted does).
+        """
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        if isinstance(_name, bytes):
+            _name = _name.decode("utf-8")
+        return session.call_remote(self._pb_record.oid, _name, args, kwargs)
+
+    def callRemoteNoAnswer(self, _name: str, *args: Any, **kwargs: Any) -> None:  # noqa: N802
+        """Call without asking for an answer (``answerRequired`` 0)."""
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        session.call_remote(self._pb_record.oid, _name, args, kwargs, answer_required=False)
+
+    def call(self, _name: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+        """Blocking call with an optional timeout; returns the answer."""
+        return self.callRemote(_name, *args, **kwargs).result(timeout=timeout)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def blocking_call(*args: Any, **kwargs: Any) -> Any:
+            return self.callRemote(name, *args, **kwargs).result()
+
+        blocking_call.__name__ = name
+        return blocking_call
+
+    def notifyOnDisconnect(self, callback: Callable[["RemoteReference"], Any]) -> None:  # noqa: N802
+        """Call ``callback(self)`` when the connection is lost."""
+        self._pb_notify.append(callback)
+        self._pb_session.notify_on_disconnect(self._disconnected)
+
+    def dontNotifyOnDisconnect(self, callback: Callable[["RemoteReference"], Any]) -> None:  # noqa: N802
+        """Undo :meth:`notifyOnDisconnect`."""
+        if callback in self._pb_notify:
+            self._pb_notify.remove(callback)
+        if not self._pb_notify:
+            self._pb_session.dont_notify_on_disconnect(self._disconnected)
+
+    def _disconnected(self) -> None:
+        for callback in list(self._pb_notify):
+            callback(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteReference):
+            return NotImplemented
+        return (other._pb_session is self._pb_session
+                and other._pb_record.oid == self._pb_record.oid)
+
+    def __hash__(self) -> int:
+        return hash((id(self._pb_session), self._pb_record.oid))
+
+    def __repr__(self) -> str:
+        return f"<RemoteReference {self._pb_record.oid!r} via {self._pb_session!r}>"
+
+    def __del__(self) -> None:
+        if self._pb_counted:
+            try:
+                self._pb_session.release(self._pb_record)
+            except Exception:  # interpreter shutdown, session gone
+                pass

@@ -1,0 +1,192 @@
+"""The gevent-cooperative PB server (layer L5).
+
+Theory of operation
+-------------------
+A :class:`Server` publishes one root object on any number of listeners
+(``tcp://`` and ``unix://`` addresses). It runs a gevent hub in the thread
+that calls :meth:`Server.serve_forever`, or in a background thread started
+by :meth:`Server.start`; the host program needs no monkey-patching. Each
+accepted connection gets a greenlet that reads it and a
+:class:`~syncpb.session.GreenSession`; each incoming call runs in a
+greenlet of its own, so a method that waits (on a gevent socket,
+``gevent.sleep``, or a Deferred it returned) never stalls other calls on
+the same or other connections. Methods that block in ordinary, non-gevent
+code stall the hub: run those through a thread pool.
+
+Listening sockets are bound in the caller's thread by :meth:`listen`, so
+the bound address (port 0 resolved) is known at once, even before serving.
+:meth:`stop` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket as stdlib_socket
+from typing import Any, List, Optional, Set, Tuple
+
+from .broker import Broker, Limits
+from .errors import SyncPBError
+from .jelly import SecurityOptions
+from .session import GreenSession, _get_ident, real
+from .transport import Address, AddressLike, bind_listener, parse_address
+
+__all__ = ["Server"]
+
+log = logging.getLogger("syncpb")
+_Thread = real("threading", "Thread")
+_Event = real("threading", "Event")
+
+
+class Server:
+    """Serve a root object over PB.
+
+    Args:
+        root: the object published as ``b'root'`` on every connection
+            (a :class:`~syncpb.flavors.Root` may give each its own).
+        security: allow-list for decoding; by default each connection
+            gets a fresh one.
+        limits: per-connection limits (Twisted's defaults).
+        unsafe_tracebacks: send full tracebacks of failing methods to peers.
+    """
+
+    def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
+                 limits: Limits = Limits(), unsafe_tracebacks: bool = False) -> None:
+        self.root = root
+        self.security = security
+        self.limits = limits
+        self.unsafe_tracebacks = unsafe_tracebacks
+        self._listeners: List[Tuple[stdlib_socket.socket, Address]] = []
+        self._servers: List[Any] = []
+        self._sessions: Set[GreenSession] = set()
+        self._hub: Any = None
+        self._hub_thread: Optional[int] = None
+        self._stopping: Any = None
+        self._running = _Event()
+        self._thread: Any = None
+        self._error: Optional[BaseException] = None
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def addresses(self) -> List[str]:
+        """Every bound address, as strings ``connect()`` accepts."""
+        return [str(address) for _, address in self._listeners]
+
+    @property
+    def connection_count(self) -> int:
+        """Connections currently open."""
+        return len(self._sessions)
+
+    def listen(self, address: AddressLike) -> str:
+        """Bind a listener; return its bound address (port 0 resolved).
+
+        May be called before or while serving, as often as needed.
+        """
+        sock, bound = bind_listener(parse_address(address))
+        self._listeners.append((sock, bound))
+        if self._hub is not None:
+            self._call_in_hub(self._serve_listener, sock)
+        return str(bound)
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until :meth:`stop` is called."""
+        import gevent.event
+        if not self._listeners:
+            raise SyncPBError("call listen() before serving")
+        self._hub = gevent.get_hub()
+        self._hub_thread = _get_ident()
+        self._stopping = gevent.event.Event()
+        try:
+            for sock, _ in self._listeners:
+                self._serve_listener(sock)
+            self._running.set()
+            self._stopping.wait()
+        finally:
+            self._shutdown()
+
+    def start(self, timeout: Optional[float] = 10.0) -> None:
+        """Serve in a background thread; return once it accepts connections."""
+        self._thread = _Thread(target=self._serve_in_thread, name="syncpb-server", daemon=True)
+        self._thread.start()
+        if not self._running.wait(timeout):
+            raise SyncPBError(f"server did not start: {self._error or 'timed out'}")
+        if self._error is not None:
+            raise SyncPBError(f"server did not start: {self._error}")
+
+    def stop(self, timeout: Optional[float] = 10.0) -> None:
+        """Stop serving: close listeners and every connection.
+
+        Safe from any thread. Waits up to ``timeout`` for the serving
+        thread started by :meth:`start` to end.
+        """
+        if self._stopping is not None:
+            self._call_in_hub(self._stopping.set)
+        else:
+            self._close_listeners()
+        thread = self._thread
+        if thread is not None and thread.ident != _get_ident():
+            thread.join(timeout)
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ internals
+
+    def _serve_in_thread(self) -> None:
+        try:
+            self.serve_forever()
+        except BaseException as exc:
+            self._error = exc
+            self._running.set()
+            log.exception("PB server stopped by an error")
+
+    def _call_in_hub(self, function: Any, *args: Any) -> None:
+        if _get_ident() == self._hub_thread:
+            function(*args)
+        else:
+            self._hub.loop.run_callback_threadsafe(function, *args)
+
+    def _serve_listener(self, sock: stdlib_socket.socket) -> None:
+        from gevent.server import StreamServer
+        sock.setblocking(False)  # gevent accepts only when the hub says it is readable
+        server = StreamServer(sock, self._handle)
+        server.start()
+        self._servers.append(server)
+
+    def _handle(self, sock: Any, peer: Any) -> None:
+        if sock.family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        security = self.security.copy() if self.security is not None else None
+        broker = Broker(root=self.root, security=security, limits=self.limits,
+                        unsafe_tracebacks=self.unsafe_tracebacks)
+        session = GreenSession(sock, broker, str(peer or "unix peer"))
+        self._sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self._sessions.discard(session)
+
+    def _close_listeners(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        for sock, address in self._listeners:
+            sock.close()
+            if address.scheme == "unix":
+                try:
+                    os.unlink(address.host)
+                except OSError:
+                    pass
+        self._listeners = []
+
+    def _shutdown(self) -> None:
+        self._close_listeners()
+        for session in list(self._sessions):
+            session.close("server stopping")
+        self._hub = self._stopping = None
+        self._hub_thread = None
+        self._running.clear()
