@@ -67,8 +67,9 @@ class Limits:
         size_limit: longest string / list accepted or sent (Banana SIZE_LIMIT).
         prefix_limit: longest token prefix in bytes (2**448 magnitude).
         max_references: objects exported at once (Twisted's MAX_BROKER_REFS).
-        max_depth: deepest nesting decoded (Twisted relies on Python's
-            recursion limit, about this deep).
+        max_depth: deepest nesting of containers decoded. Twisted has no
+            explicit limit and fails at Python's recursion limit (roughly
+            250 levels for its decoder); 200 stays safely inside it.
         max_incoming_calls: calls from the peer running at once; None means
             unlimited, as in Twisted.
         close_on_violation: also close the connection after answering a
@@ -79,7 +80,7 @@ class Limits:
     size_limit: int = banana.SIZE_LIMIT
     prefix_limit: int = banana.PREFIX_LIMIT
     max_references: int = 1024
-    max_depth: int = 400
+    max_depth: int = 200
     max_incoming_calls: Optional[int] = None
     close_on_violation: bool = True
 
@@ -233,6 +234,8 @@ class Broker:
             self._receive(bytes(data), events)
         except (ProtocolError, InsecureJelly) as exc:
             self._die(exc, events)
+        except RecursionError:
+            self._die(ProtocolError("value nested too deeply to decode"), events)
         return events
 
     def _receive(self, data: bytes, events: List[Event]) -> None:
@@ -263,6 +266,14 @@ class Broker:
             return self._handshake(buf, pos, events)
         reader = Reader(buf, pos, self.security, self, self._vocab, self.limits.size_limit,
                         self.limits.prefix_limit, self.limits.max_depth)
+        if buf.startswith(self._answer_head, pos):
+            reader.pos = pos + len(self._answer_head)
+            self._on_answer(reader, 2, events)
+            return reader.pos
+        if buf.startswith(self._message_head, pos):
+            reader.pos = pos + len(self._message_head)
+            self._on_message(reader, 6, events)
+            return reader.pos
         count = reader.list_header()
         if count < 1:
             raise ProtocolError("empty top-level message")
@@ -295,6 +306,10 @@ class Broker:
     def _settle(self, dialect: bytes) -> None:
         self._vocab = dialect == b"pb"
         self._writer = Writer(self, self._vocab, self.limits.size_limit, self.limits.prefix_limit)
+        self._message_head = b"\x07\x80" + self._writer.word(b"message")
+        self._answer_head = b"\x03\x80" + self._writer.word(b"answer")
+        self._empty_kwargs = b"\x01\x80" + self._writer.word(b"dictionary")
+        self._call_targets: Dict[Tuple[Any, str], bytes] = {}
         self._state = _READY
         self._emit([b"version", PROTOCOL_VERSION])
 
@@ -387,22 +402,23 @@ class Broker:
 
     def _on_answer(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._fields(reader, count, 2, "answer")
-        request_id = self._take_waiting(reader.raw())
+        request_id = self._check_waiting(reader.raw())
         value = self._payload(reader, request_id, events)
+        self._waiting.discard(request_id)  # only once the whole message is in
         events.append(AnswerReceived(request_id, value))
 
     def _on_error(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._fields(reader, count, 2, "error")
-        request_id = self._take_waiting(reader.raw())
+        request_id = self._check_waiting(reader.raw())
         value = self._payload(reader, request_id, events)
+        self._waiting.discard(request_id)
         if not isinstance(value, BaseException):
             value = exception_from_state({"type": b"builtins.Exception", "value": repr(value)})
         events.append(ErrorReceived(request_id, value))
 
-    def _take_waiting(self, request_id: Any) -> Any:
+    def _check_waiting(self, request_id: Any) -> Any:
         if type(request_id) is not int or request_id not in self._waiting:
             raise ProtocolError(f"answer for unknown request id {request_id!r}")
-        self._waiting.discard(request_id)
         return request_id
 
     def _payload(self, reader: Reader, request_id: int, events: List[Event]) -> Any:
@@ -515,17 +531,47 @@ class Broker:
         """
         if self._state != _READY:
             raise ProtocolError("connection is not ready for calls")
-        body = self._encode_parts([tuple(args), dict(kwargs or {})])
+        if self.released:  # a proxy dropped before this call is released before it
+            self._send_decrefs()
+        body = self._encode_call(args, kwargs)
         self._next_request += 1
         request_id = self._next_request
         writer = self._writer
-        self._out.append(b"\x07\x80" + writer.word(b"message") + writer.int_token(request_id)
-                         + (writer.int_token(oid) if type(oid) is int else writer.word(oid))
-                         + writer.word(name.encode("utf-8"))
-                         + writer.int_token(1 if answer_required else 0) + body)
+        target = self._call_targets.get((oid, name))
+        if target is None:
+            target = ((writer.int_token(oid) if type(oid) is int else writer.word(oid))
+                      + writer.word(name.encode("utf-8")))
+            if len(self._call_targets) >= 1024:
+                self._call_targets.clear()
+            self._call_targets[(oid, name)] = target
+        self._out.append(self._message_head + writer.int_token(request_id) + target
+                         + (b"\x01\x81" if answer_required else b"\x00\x81") + body)
         if answer_required:
             self._waiting.add(request_id)
         return request_id
+
+    def _encode_call(self, args: tuple, kwargs: Optional[Dict[str, Any]]) -> bytes:
+        """Encode call arguments: a tuple and a dictionary, two serialisations.
+
+        The argument tuple is new and unreachable from its items, so it
+        needs no reference slot; empty keyword arguments are a constant.
+        """
+        writer, out = self._writer, []
+        self._pending_exports = []
+        try:
+            writer.write_items(b"tuple", args, out)
+            if kwargs:
+                writer.write(dict(kwargs), out)
+            else:
+                out.append(self._empty_kwargs)
+        except BaseException:
+            self._rollback_exports()
+            raise
+        if self._pending_exports:
+            for oid in self._pending_exports:
+                self._exports[oid][1] += 1
+            self._pending_exports = []
+        return b"".join(out)
 
     def _encode_parts(self, values: List[Any]) -> bytes:
         out: List[bytes] = []
@@ -558,14 +604,15 @@ class Broker:
         self._incoming = max(0, self._incoming - 1)
         if self._state != _READY:
             return
+        if self.released:
+            self._send_decrefs()
         try:
             body = self._encode_parts([value])
         except (BananaError, TypeError, Error) as exc:
             log.error("answer to request %r could not be sent: %s", request_id, exc)
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
             return
-        self._out.append(b"\x03\x80" + self._writer.word(b"answer")
-                         + self._writer.int_token(request_id) + body)
+        self._out.append(self._answer_head + self._writer.int_token(request_id) + body)
 
     def fail(self, request_id: Any, exc: BaseException) -> None:
         """Queue the failure of the peer's call ``request_id``."""

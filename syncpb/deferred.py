@@ -167,6 +167,10 @@ class Deferred:
             Deferred to fire; ``None`` means :data:`DEFAULT_WAITER`.
     """
 
+    __slots__ = ("called", "_waiter", "_lock", "_result", "_callbacks", "_running", "_runner",
+                 "_paused", "_chained_to", "_fed_by", "_settled_hooks", "_consumed",
+                 "__weakref__")
+
     def __init__(self) -> None:
         """Create a Deferred that has not fired yet."""
         self.called = False
@@ -226,6 +230,8 @@ class Deferred:
             if not already:
                 self.called = True
                 self._result = result
+                if not self._callbacks and not self._settled_hooks:
+                    return  # nothing to run: the usual case for a call nobody chained yet
                 self._claim_locked()
         if already:
             raise AlreadyCalledError(f"{self!r} has already fired")

@@ -9,7 +9,7 @@ wait for an answer that only it could read. So incoming calls go to an
 queue in arrival order, as Twisted's reactor would run them.
 
 A call that blocks (it waits for a remote answer) would stall the queue.
-Every blocking wait in syncpb first calls :func:`blocking_section`; if the
+Every blocking wait in syncpb first calls :func:`before_blocking`; if the
 current thread is an active worker, it steps down and another worker (an
 idle one, or a new thread) continues the queue. When the blocked call
 finishes, its worker becomes idle; at most ``max_idle`` idle workers are
@@ -20,12 +20,11 @@ the ones behind it.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import threading
-from typing import Callable, Deque, Iterator, List, Optional
+from typing import Callable, Deque, List, Optional
 
-__all__ = ["OrderedDispatcher", "blocking_section"]
+__all__ = ["OrderedDispatcher", "before_blocking"]
 
 log = logging.getLogger("syncpb")
 _local = threading.local()
@@ -128,11 +127,9 @@ class OrderedDispatcher:
             worker.wake.wait()
 
 
-@contextlib.contextmanager
-def blocking_section() -> Iterator[None]:
-    """Mark a blocking wait: an active dispatch worker hands its queue over."""
+def before_blocking() -> None:
+    """Call before a blocking wait: an active dispatch worker hands its queue over."""
     current = getattr(_local, "current", None)
     if current is not None:
         dispatcher, worker = current
         dispatcher._step_down(worker)
-    yield

@@ -217,6 +217,21 @@ class Writer:
         finally:
             self._refs = {}
 
+    def write_items(self, head: bytes, items: Any, out: List[bytes]) -> None:
+        """Append a fresh serialisation of a container no item can refer to
+        (call arguments): no reference slot is reserved for the container."""
+        self._refs = {}
+        self._next_ref = 0
+        try:
+            out.append(self.list_header(len(items) + 1) + self._heads[head])
+            value = self.value
+            for item in items:
+                value(item, out)
+        except RecursionError:
+            raise BananaError("value nested too deeply to send") from None
+        finally:
+            self._refs = {}
+
     def word(self, word: bytes) -> bytes:
         """Token of a bare protocol string in this dialect."""
         return _string_token(word, self.vocab, self.size_limit)
@@ -225,6 +240,8 @@ class Writer:
         """Token of a bare integer."""
         if 0 <= n < 128:
             return _SMALL_INTS[n]
+        if 0 < n < 16384:
+            return bytes((n & 0x7F, n >> 7, INT))
         return encode_int(n, self.prefix_limit)
 
     # -- the value dispatcher (hot path)
@@ -385,13 +402,16 @@ class Reader:
     raises :class:`Incomplete`.
     """
 
+    __slots__ = ("buf", "pos", "start", "security", "ctx", "vocab", "size_limit",
+                 "prefix_limit", "max_depth", "depth", "context", "imported", "_refs",
+                 "_pending", "_claim", "_fast_unicode")
+
     def __init__(self, buf: bytes, pos: int, security: SecurityOptions,
                  ctx: Optional[JellyContext] = None, vocab: bool = True,
                  size_limit: int = SIZE_LIMIT, prefix_limit: int = PREFIX_LIMIT,
-                 max_depth: int = 400) -> None:
+                 max_depth: int = 200) -> None:
         self.buf = buf
-        self.pos = pos
-        self.start = pos
+        self.pos = self.start = pos
         self.security = security
         self.ctx = ctx
         self.vocab = vocab
@@ -404,17 +424,8 @@ class Reader:
         self._refs: Dict[int, Any] = {}
         self._pending: Dict[int, _Pending] = {}
         self._claim: Optional[int] = None
-        self._fast_unicode = b"unicode" in security.types
-        self._handlers: Dict[bytes, Callable[[int], Any]] = {
-            b"unicode": self._h_unicode, b"None": self._h_none, b"boolean": self._h_boolean,
-            b"list": self._h_list, b"tuple": self._h_tuple, b"dictionary": self._h_dict,
-            b"set": self._h_set, b"frozenset": self._h_frozenset, b"decimal": self._h_decimal,
-            b"datetime": self._h_datetime, b"date": self._h_date, b"time": self._h_time,
-            b"timedelta": self._h_timedelta, b"reference": self._h_reference,
-            b"dereference": self._h_dereference, b"unpersistable": self._h_unpersistable,
-            b"persistent": self._h_unpersistable, b"remote": self._h_remote,
-            b"local": self._h_local,
-        }
+        # The inline fast path reads strings of up to 127 bytes unchecked.
+        self._fast_unicode = b"unicode" in security.types and size_limit >= 127
 
     # -- tokens
 
@@ -530,10 +541,20 @@ class Reader:
     # -- Jelly
 
     def jelly(self) -> Any:
-        """Read one serialisation (fresh reference numbering)."""
+        """Read one serialisation (fresh reference numbering).
+
+        Raises:
+            Incomplete: the message is not complete yet.
+            JellyError: the value is malformed, including values Python
+                refuses to build (an unhashable set member, a year 10**9).
+            InsecureJelly: a form the allow-list refuses.
+        """
         self._refs = {}
         self._pending = {}
-        value = self.value()
+        try:
+            value = self.value()
+        except (TypeError, ValueError, OverflowError, ArithmeticError, LookupError) as exc:
+            raise JellyError(f"malformed value: {exc}") from exc
         if self._pending:
             raise JellyError("dereference to a reference that was never defined")
         return value
@@ -544,11 +565,49 @@ class Reader:
             raise JellyError(f"value nested deeper than {self.max_depth} levels")
 
     def value(self) -> Any:
-        """Read one Jelly value inside the current serialisation."""
+        """Read one Jelly value inside the current serialisation.
+
+        The most common tokens (small ints, floats, short strings and
+        ``['unicode', ...]``) are read inline; everything else takes the
+        general path through :meth:`header` and the handler table.
+        """
         buf, pos = self.buf, self.pos
-        if self._fast_unicode and buf.startswith(_UNICODE_HEAD, pos):
-            self.pos = pos + _UNICODE_LEN
-            return self._h_unicode(1)
+        try:
+            first = buf[pos]
+            if first < 0x80 and self.size_limit >= 127:
+                kind = buf[pos + 1]
+                if kind == INT:
+                    self.pos = pos + 2
+                    return first
+                if kind == STRING:
+                    end = pos + 2 + first
+                    if end > len(buf):
+                        raise Incomplete()
+                    self.pos = end
+                    return buf[pos + 2:end]
+                if (first == 2 and kind == LIST and self._fast_unicode
+                        and buf.startswith(_UNICODE_HEAD, pos)):
+                    size = buf[pos + _UNICODE_LEN]
+                    if size < 0x80 and buf[pos + _UNICODE_LEN + 1] == STRING:
+                        start = pos + _UNICODE_LEN + 2
+                        end = start + size
+                        if end > len(buf):
+                            raise Incomplete()
+                        self.pos = end
+                        try:
+                            return buf[start:end].decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            raise JellyError(f"unicode value is not UTF-8: {exc}") from None
+            elif first == FLOAT:
+                if pos + 9 > len(buf):
+                    raise Incomplete()
+                self.pos = pos + 9
+                return _FLOAT.unpack_from(buf, pos + 1)[0]
+        except IndexError:
+            raise Incomplete() from None
+        return self._general_value()
+
+    def _general_value(self) -> Any:
         kind, value = self.header()
         if kind != LIST:
             return self._scalar(kind, value)
@@ -561,28 +620,29 @@ class Reader:
             head = self._word(head_value)
         else:
             raise JellyError("Jelly list without a type name")
-        self._enter()
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise JellyError(f"value nested deeper than {self.max_depth} levels")
+        # The dispatch is inline so that one level of nesting costs three
+        # Python frames (value, _general_value, handler), not more.
         try:
-            return self._dispatch(head, value - 1)
+            count = value - 1
+            claim, self._claim = self._claim, None
+            factory = self.security.factories.get(head)
+            if factory is not None:
+                return self._copy(factory, count, claim)
+            handler = _HANDLERS.get(head) if head in self.security.types else None
+            if handler is None:
+                if b"." in head:
+                    module = head.rpartition(b".")[0].decode("utf-8", "replace")
+                    raise InsecureJelly(f"Module {module} not allowed "
+                                        f"(in type {head.decode('utf-8', 'replace')}).")
+                raise InsecureJelly(repr(head))
+            if claim is not None and (head == b"list" or head == b"dictionary"):
+                self._claim = claim
+            return handler(self, count)
         finally:
             self.depth -= 1
-
-    def _dispatch(self, head: bytes, count: int) -> Any:
-        claim, self._claim = self._claim, None
-        factory = self.security.factories.get(head)
-        if factory is not None:
-            return self._copy(factory, count, claim)
-        if head not in self.security.types:
-            if b"." in head:
-                raise InsecureJelly(f"Module {head.rpartition(b'.')[0].decode('utf-8', 'replace')}"
-                                    f" not allowed (in type {head.decode('utf-8', 'replace')}).")
-            raise InsecureJelly(repr(head))
-        handler = self._handlers.get(head)
-        if handler is None:
-            raise InsecureJelly(repr(head))
-        if claim is not None and (head == b"list" or head == b"dictionary"):
-            self._claim = claim
-        return handler(count)
 
     def _arity(self, count: int, expected: int, what: str) -> None:
         if count != expected:
@@ -642,32 +702,47 @@ class Reader:
                 self._fill(result, index, item)
         return result
 
-    def _items(self, count: int, what: str) -> list:
-        items = [self.value() for _ in range(count)]
+    def _check_items(self, items: list, what: str) -> None:
         if self._pending and any(type(item) is _Pending for item in items):
             raise JellyError(f"unsupported cycle through a {what}")
-        return items
 
     def _h_tuple(self, count: int) -> tuple:
-        return tuple(self._items(count, "tuple"))
+        items, value = [], self.value
+        for _ in range(count):
+            items.append(value())
+        self._check_items(items, "tuple")
+        return tuple(items)
 
     def _h_set(self, count: int) -> set:
-        return set(self._items(count, "set"))
+        items, value = [], self.value
+        for _ in range(count):
+            items.append(value())
+        self._check_items(items, "set")
+        return set(items)
 
     def _h_frozenset(self, count: int) -> frozenset:
-        return frozenset(self._items(count, "frozenset"))
+        items, value = [], self.value
+        for _ in range(count):
+            items.append(value())
+        self._check_items(items, "frozenset")
+        return frozenset(items)
 
     def _h_dict(self, count: int) -> dict:
         result: dict = {}
         self._register(self._own(), result)
+        value, buf = self.value, self.buf
         for _ in range(count):
-            kind, size = self.header()
-            if kind != LIST or size != 2:
-                raise JellyError("dictionary item is not a [key, value] pair")
-            key = self.value()
+            pos = self.pos
+            if buf[pos:pos + 2] == b"\x02\x80":
+                self.pos = pos + 2
+            else:
+                kind, size = self.header()
+                if kind != LIST or size != 2:
+                    raise JellyError("dictionary item is not a [key, value] pair")
+            key = value()
             if type(key) is _Pending:
                 raise JellyError("unsupported cycle through a dictionary key")
-            item = self.value()
+            item = value()
             try:
                 result[key] = item
             except TypeError as exc:
@@ -734,6 +809,8 @@ class Reader:
         obj = self.value()
         if self._claim == number:  # the value did not register itself
             self._claim = None
+        if type(obj) is _Pending:
+            raise JellyError(f"reference {number} refers to itself")
         if number not in self._refs:
             self._register(number, obj)
         return obj
@@ -770,3 +847,15 @@ class Reader:
         if self.ctx is None:
             raise JellyError("local reference outside a connection")
         return self.ctx.unjelly_local(oid)
+
+
+_HANDLERS: Dict[bytes, Callable[[Reader, int], Any]] = {
+    b"unicode": Reader._h_unicode, b"None": Reader._h_none, b"boolean": Reader._h_boolean,
+    b"list": Reader._h_list, b"tuple": Reader._h_tuple, b"dictionary": Reader._h_dict,
+    b"set": Reader._h_set, b"frozenset": Reader._h_frozenset, b"decimal": Reader._h_decimal,
+    b"datetime": Reader._h_datetime, b"date": Reader._h_date, b"time": Reader._h_time,
+    b"timedelta": Reader._h_timedelta, b"reference": Reader._h_reference,
+    b"dereference": Reader._h_dereference, b"unpersistable": Reader._h_unpersistable,
+    b"persistent": Reader._h_unpersistable, b"remote": Reader._h_remote,
+    b"local": Reader._h_local,
+}

@@ -68,15 +68,27 @@ class RemoteReference:
         session.call_remote(self._pb_record.oid, _name, args, kwargs, answer_required=False)
 
     def call(self, _name: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
-        """Blocking call with an optional timeout; returns the answer."""
-        return self.callRemote(_name, *args, **kwargs).result(timeout=timeout)
+        """Blocking call with an optional timeout; returns the answer.
+
+        Raises:
+            the remote exception, :class:`~syncpb.errors.CallTimeout`,
+            :class:`~syncpb.errors.ConnectionLost` or
+            :class:`~syncpb.errors.DeadReferenceError`.
+        """
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        return session.call_blocking(self._pb_record.oid, _name, args, kwargs, timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
 
         def blocking_call(*args: Any, **kwargs: Any) -> Any:
-            return self.callRemote(name, *args, **kwargs).result()
+            session = self._pb_session
+            if session.closed:
+                raise DeadReferenceError("Calling Stale Broker")
+            return session.call_blocking(self._pb_record.oid, name, args, kwargs)
 
         blocking_call.__name__ = name
         return blocking_call

@@ -28,14 +28,12 @@ from typing import Any, List, Optional, Set, Tuple
 from .broker import Broker, Limits
 from .errors import SyncPBError
 from .jelly import SecurityOptions
-from .session import GreenSession, _get_ident, real
+from .session import GreenSession, OSFlag, OSThread, _get_ident
 from .transport import Address, AddressLike, bind_listener, parse_address
 
 __all__ = ["Server"]
 
 log = logging.getLogger("syncpb")
-_Thread = real("threading", "Thread")
-_Event = real("threading", "Event")
 
 
 class Server:
@@ -62,7 +60,7 @@ class Server:
         self._hub: Any = None
         self._hub_thread: Optional[int] = None
         self._stopping: Any = None
-        self._running = _Event()
+        self._running = OSFlag()
         self._thread: Any = None
         self._error: Optional[BaseException] = None
 
@@ -107,7 +105,7 @@ class Server:
 
     def start(self, timeout: Optional[float] = 10.0) -> None:
         """Serve in a background thread; return once it accepts connections."""
-        self._thread = _Thread(target=self._serve_in_thread, name="syncpb-server", daemon=True)
+        self._thread = OSThread(self._serve_in_thread, "syncpb-server")
         self._thread.start()
         if not self._running.wait(timeout):
             raise SyncPBError(f"server did not start: {self._error or 'timed out'}")
@@ -163,12 +161,16 @@ class Server:
         security = self.security.copy() if self.security is not None else None
         broker = Broker(root=self.root, security=security, limits=self.limits,
                         unsafe_tracebacks=self.unsafe_tracebacks)
+        import gevent.event
         session = GreenSession(sock, broker, str(peer or "unix peer"))
+        ended = gevent.event.Event()
         self._sessions.add(session)
-        try:
-            session.run()
-        finally:
-            self._sessions.discard(session)
+        session.notify_on_disconnect(lambda: self._call_in_hub(ended.set))
+        session.run()
+        # run() returns early when a waiting call handed reading to another
+        # greenlet; gevent closes the socket when this handler returns.
+        ended.wait()
+        self._sessions.discard(session)
 
     def _close_listeners(self) -> None:
         for server in self._servers:
@@ -189,4 +191,4 @@ class Server:
             session.close("server stopping")
         self._hub = self._stopping = None
         self._hub_thread = None
-        self._running.clear()
+        self._running = OSFlag()

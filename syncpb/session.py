@@ -40,10 +40,12 @@ from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, Prot
 from .failure import Failure
 from .reference import RemoteReference
 
-__all__ = ["Session", "GreenSession", "real", "gevent_active"]
+__all__ = ["Session", "GreenSession", "OSThread", "OSFlag", "real", "gevent_active"]
 
 log = logging.getLogger("syncpb")
-RECV_SIZE = 256 * 1024
+# Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
+# on every recv, which costs more than the whole rest of a small call.
+RECV_SIZE = 64 * 1024
 
 
 def real(module: str, name: str) -> Any:
@@ -56,6 +58,74 @@ def real(module: str, name: str) -> Any:
 
 _allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
+_start_new_thread = real("_thread", "start_new_thread")
+
+
+class OSFlag:
+    """A one-way flag threads can wait for, unaffected by monkey-patching."""
+
+    def __init__(self) -> None:
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Raise the flag, waking every waiter."""
+        if self._lock.locked():
+            try:
+                self._lock.release()
+            except RuntimeError:
+                pass
+
+    def is_set(self) -> bool:
+        """True once :meth:`set` was called."""
+        return not self._lock.locked()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Wait until the flag is raised; return whether it was."""
+        if self._lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()
+            return True
+        return False
+
+
+class OSThread:
+    """A real OS thread, even in a monkey-patched program.
+
+    ``threading.Thread`` taken from before patching still starts greenlets,
+    because its methods use the (patched) ``threading`` module's globals;
+    this uses ``_thread`` directly.
+    """
+
+    def __init__(self, target: Callable[[], Any], name: str) -> None:
+        self.name = name
+        self.ident: Optional[int] = None
+        self._target = target
+        self._done = _allocate_lock()
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._done.acquire()
+        _start_new_thread(self._run, ())
+
+    def _run(self) -> None:
+        self.ident = _get_ident()
+        try:
+            self._target()
+        except BaseException:
+            log.exception("unexpected error in syncpb thread %s", self.name)
+        finally:
+            self._done.release()
+
+    def is_alive(self) -> bool:
+        """True while the thread runs."""
+        return self._done.locked()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the thread to end; return True if it did."""
+        if not self._done.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            return False
+        self._done.release()
+        return True
 
 
 def gevent_active() -> bool:
@@ -100,7 +170,8 @@ class Session:
     # ------------------------------------------------------------ policy hooks
 
     def _dispatch(self, call: CallReceived) -> None:
-        """Run an incoming call somewhere that may block."""
+        """Hand an incoming call to the policy that runs it (called under the lock,
+        so it must only queue the call, never run it)."""
         raise NotImplementedError
 
     def _send_lock(self) -> Any:
@@ -154,10 +225,19 @@ class Session:
         if error is not None:
             d.errback(error)
             return d
-        self._flush()
+        self._sent_call()
         if not answer_required:
             d.callback(None)
         return d
+
+    def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
+                      timeout: Optional[float] = None) -> Any:
+        """Call and wait for the answer; raise the remote exception."""
+        return self.call_remote(oid, name, args, kwargs).result(timeout=timeout)
+
+    def _sent_call(self) -> None:
+        """A call was queued by :meth:`call_remote`; write it (policy hook)."""
+        self._flush()
 
     def _enqueue_locked(self) -> None:
         data = self.broker.data_to_send()
@@ -201,8 +281,7 @@ class Session:
         with self._lock:
             events = self.broker.receive_data(data)
             self._enqueue_locked()
-            answers: List[Tuple[Deferred, Any, bool]] = []
-            calls: List[CallReceived] = []
+            answers: List[Tuple[Any, Any, bool]] = []
             violation: Optional[ProtocolViolation] = None
             for event in events:
                 kind = type(event)
@@ -212,7 +291,7 @@ class Session:
                         answers.append((d, event.value if kind is AnswerReceived else event.error,
                                         kind is AnswerReceived))
                 elif kind is CallReceived:
-                    calls.append(event)
+                    self._dispatch(event)  # under the lock: calls start in arrival order
                 elif kind is ProtocolViolation:
                     violation = event
         if self._queue:
@@ -224,8 +303,6 @@ class Session:
                 d.callback(value)
             else:
                 d.errback(Failure(value))
-        for call in calls:
-            self._dispatch(call)
         if violation is not None:
             log.warning("closing PB connection %s: %s", self.name, violation.error)
             self._lost(f"protocol violation: {violation.error}", violation.error)
@@ -313,8 +390,49 @@ class Session:
             pass
 
 
+class _SwitchWatch:
+    """Notices when a greenlet that runs calls inline switches away.
+
+    One per OS thread (``greenlet.settrace`` is per thread). A reader
+    greenlet registers itself in :attr:`watched` while it runs calls; if it
+    switches away (the call waits for something), its session is told at
+    once, from inside the switch, and hands reading to a new greenlet.
+    """
+
+    def __init__(self) -> None:
+        import greenlet
+        self.watched: Dict[Any, "GreenSession"] = {}
+        self.previous = greenlet.settrace(self._trace)
+
+    def _trace(self, event: str, args: Any) -> None:
+        if self.watched and (event == "switch" or event == "throw"):
+            session = self.watched.pop(args[0], None)
+            if session is not None:
+                session._reader_left(args[0])
+        if self.previous is not None:
+            self.previous(event, args)
+
+
+_thread_local = real("threading", "local")()
+
+
+def _switch_watch() -> _SwitchWatch:
+    watch = getattr(_thread_local, "switch_watch", None)
+    if watch is None:
+        watch = _thread_local.switch_watch = _SwitchWatch()
+    return watch
+
+
 class GreenSession(Session):
-    """A session driven by gevent: a reader greenlet, a greenlet per call.
+    """A session driven by gevent.
+
+    Incoming calls run inline in the reader greenlet, in arrival order,
+    which costs nothing extra for the usual call that does not wait. The
+    moment a call waits (a gevent sleep, socket or event, a blocking PB
+    call), a :class:`_SwitchWatch` notices the switch and a new greenlet
+    takes over reading and the remaining calls; the waiting call finishes
+    in the old greenlet, which then ends. So a slow call never stalls the
+    others, and a fast one never pays for a greenlet of its own.
 
     Must be created in the thread that runs its hub. Calls, answers and
     releases may come from other threads; their writes are handed to the
@@ -324,11 +442,16 @@ class GreenSession(Session):
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         import gevent
         import gevent.lock
+        from greenlet import getcurrent
         self._gevent = gevent
+        self._getcurrent = getcurrent
         self._hub = gevent.get_hub()
         self._hub_thread = _get_ident()
         self._green_lock = gevent.lock.Semaphore()
+        self._watch = _switch_watch()
+        self._calls: Deque[CallReceived] = collections.deque()
         self._reader: Any = None
+        self._batching = False
         super().__init__(sock, broker, name)
 
     def _send_lock(self) -> Any:
@@ -337,8 +460,8 @@ class GreenSession(Session):
     def _flush(self) -> None:
         if _get_ident() != self._hub_thread:
             self._hub.loop.run_callback_threadsafe(self._flush)
-            return
-        super()._flush()
+        elif not (self._batching and self._getcurrent() is self._reader):
+            super()._flush()
 
     def _kick(self) -> None:
         self._hub.loop.run_callback_threadsafe(self._flush_released)
@@ -350,29 +473,57 @@ class GreenSession(Session):
             self._flush()
 
     def _dispatch(self, call: CallReceived) -> None:
-        self._gevent.spawn_raw(self.run_call, call)
+        self._calls.append(call)
+
+    def _reader_left(self, greenlet: Any) -> None:
+        """The reader switched away inside a call (runs inside the switch)."""
+        if self._reader is greenlet and not self._lost_done:
+            self._reader = None
+            self._batching = False
+            self._gevent.spawn_raw(self.run)
 
     def start(self) -> None:
-        """Start the reader greenlet."""
-        self._flush()
-        self._reader = self._gevent.spawn(self.run)
+        """Start reading in a new greenlet."""
+        self._gevent.spawn_raw(self.run)
 
     def run(self) -> None:
-        """Read until the connection ends (blocks the calling greenlet)."""
+        """Read and run calls until the connection ends, or until a call
+        run here waits and another greenlet takes over (never raises)."""
+        me = self._getcurrent()
+        self._reader = me
         self._flush()
-        sock = self.sock
-        while not self._lost_done:
+        sock, watched = self.sock, self._watch.watched
+        while not self._lost_done and self._reader is me:
+            if not self._calls:
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
+                data = b""
+            watched[me] = self
             try:
-                data = sock.recv(RECV_SIZE)
-            except OSError as exc:
-                self._lost(f"read failed: {exc}", exc)
-                return
-            if not data:
-                self._lost("closed by peer", None)
-                return
-            try:
-                self.feed(data)
+                if data:
+                    self.feed(data)
+                self._run_calls(me)
             except Exception as exc:  # never let an error escape into the hub
                 log.exception("internal error on PB connection %s", self.name)
                 self._lost(f"internal error: {exc}", exc)
-                return
+            finally:
+                watched.pop(me, None)
+
+    def _run_calls(self, me: Any) -> None:
+        calls = self._calls
+        self._batching = True
+        try:
+            while calls and self._reader is me:
+                self.run_call(calls.popleft())
+        finally:
+            if self._reader is me:
+                self._batching = False
+        if self._queue and self._reader is me:
+            self._flush()

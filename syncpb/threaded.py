@@ -14,9 +14,18 @@ receives and decodes on its own thread with no hand-off at all.
 Someone must still read when nobody waits: answers to callback-style calls,
 the peer's calls to our Referenceables, a close by the peer. A background
 thread takes the lead once the connection has had no leader for a grace
-period (a few milliseconds); it waits in ``select`` on the socket and on a
-wake-up pipe, and steps aside through that pipe as soon as a caller wants
-to lead. In a busy loop of calls it therefore never gets in the way.
+period (a few milliseconds), or at once when a resigning leader leaves
+calls in flight that nobody waits for; it waits in ``select`` on the socket
+and on a wake-up pipe, and steps aside through that pipe as soon as a
+caller wants to lead.
+
+Writes of callback-style calls made while earlier calls are still in
+flight are held back and sent together by the next thread that waits (or
+by the background reader within :data:`MAX_NAP`), as Twisted's reactor
+coalesces writes made in one pass of its loop. While callers keep leading it checks back less and
+less often (up to :data:`MAX_NAP`), so a busy loop of calls is not
+disturbed; unsolicited calls from the peer after such a burst are read
+within that interval.
 
 A callback that runs on the leader and waits again leads re-entrantly on
 the same thread. Incoming calls run on an
@@ -28,30 +37,47 @@ from __future__ import annotations
 import os
 import select
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
-from .dispatch import OrderedDispatcher, blocking_section
-from .session import RECV_SIZE, Session, _allocate_lock, _get_ident, real
+from .dispatch import OrderedDispatcher, before_blocking
+from .errors import CallTimeout, DeadReferenceError
+from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
 
 #: How long the connection must be leaderless before the background reader leads.
 GRACE = 0.002
-_Thread = real("threading", "Thread")
+#: Longest the background reader sleeps between checks while callers lead.
+MAX_NAP = 0.005
 _monotonic = time.monotonic
 
 
 class _Follower:
-    """One waiting caller: a lock that is released to wake it."""
+    """One waiting caller: a lock that is released to wake it.
 
-    __slots__ = ("lock", "done")
+    It doubles as the pending entry of a blocking call: the session
+    resolves it with :meth:`callback`/:meth:`errback` like a Deferred, so a
+    blocking call needs no Deferred at all.
+    """
+
+    __slots__ = ("lock", "done", "value", "ok")
 
     def __init__(self) -> None:
         self.lock = _allocate_lock()
         self.lock.acquire()
         self.done = False
+        self.value: Any = None
+        self.ok = False
+
+    def callback(self, value: Any) -> None:
+        self.value, self.ok, self.done = value, True, True
+        self.wake()
+
+    def errback(self, failure: Any) -> None:
+        self.value, self.ok, self.done = failure.value, False, True
+        self.wake()
 
     def wake(self) -> None:
         try:
@@ -79,20 +105,33 @@ class ThreadedSession(Session):
         self._released_at = 0.0
         self._interrupted = False
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_fds: tuple = (self._wake_r, self._wake_w)
+        self._started = False
         self._idle = _allocate_lock()
         self._idle.acquire()
         self._dispatcher = OrderedDispatcher(f"syncpb-{name}")
         self.waiter = self
         super().__init__(sock, broker, name)
-        self._background = _Thread(target=self._read_in_background,
-                                   name=f"syncpb-reader-{name}", daemon=True)
+        self._background = OSThread(self._read_in_background, f"syncpb-reader-{name}")
 
     def start(self) -> None:
         """Start the background reader (after the handshake)."""
+        with self._state:
+            if self._lost_done:
+                return
+            self._started = True
         self._background.start()
 
     def _send_lock(self) -> Any:
         return self._send
+
+    def _sent_call(self) -> None:
+        # Like Nagle's rule: while earlier calls are still in flight, hold a
+        # callback-style call back; it goes out with the next wait, or from
+        # the background reader within MAX_NAP. Pipelined calls then share
+        # one write and the peer reads them in one go.
+        if len(self._pending) <= 1:
+            self._flush()
 
     def _dispatch(self, call: CallReceived) -> None:
         self._dispatcher.submit(lambda: self.run_call(call))
@@ -105,10 +144,38 @@ class ThreadedSession(Session):
         me = _Follower()
         deferred._add_settled_hook(me.settled)
         try:
-            with blocking_section():
-                self._wait(me, deadline)
+            before_blocking()
+            if self._queue:
+                self._flush()
+            self._wait(me, deadline)
         finally:
             deferred._remove_settled_hook(me.settled)
+
+    def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
+                      timeout: Optional[float] = None) -> Any:
+        """Call and wait for the answer without a Deferred (the fast path).
+
+        Raises:
+            the remote exception, CallTimeout, ConnectionLost,
+            DeadReferenceError, or the local error of an unsendable argument.
+        """
+        slot = _Follower()
+        with self._lock:
+            if self.closed:
+                raise DeadReferenceError("Calling Stale Broker")
+            request_id = self.broker.call(oid, name, args, kwargs)
+            self._pending[request_id] = slot
+            self._enqueue_locked()
+        self._flush()
+        before_blocking()
+        self._wait(slot, None if timeout is None else _monotonic() + timeout)
+        if not slot.done:
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise CallTimeout(f"no answer to {name!r} within {timeout} seconds")
+        if slot.ok:
+            return slot.value
+        raise slot.value
 
     def _wait(self, me: _Follower, deadline: Optional[float]) -> None:
         while not me.done and not self._lost_done:
@@ -137,7 +204,7 @@ class ThreadedSession(Session):
             if self._leader_thread == _get_ident():
                 return "nested"
             self._followers.append(me)
-            if self._leader is _BACKGROUND and not self._interrupted:
+            if self._leader is _BACKGROUND and not self._interrupted and self._wake_fds:
                 self._interrupted = True
                 os.write(self._wake_w, b"x")
             return "follow"
@@ -149,7 +216,7 @@ class ThreadedSession(Session):
             for follower in self._followers:
                 if not follower.done:
                     follower.wake()
-                    break
+                    return
 
     def _lead(self, me: _Follower, deadline: Optional[float]) -> None:
         sock = self.sock
@@ -182,20 +249,31 @@ class ThreadedSession(Session):
         try:
             self._background_loop()
         finally:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._close_wake_pipe()
+
+    def _close_wake_pipe(self) -> None:
+        with self._state:
+            fds, self._wake_fds = self._wake_fds, ()
+        for fd in fds:
+            os.close(fd)
 
     def _background_loop(self) -> None:
+        nap = GRACE
         while not self._lost_done:
             with self._state:
-                idle = (self._leader is None and not self._followers
-                        and _monotonic() - self._released_at >= GRACE)
+                busy = self._leader is not None or bool(self._followers)
+                idle = not busy and _monotonic() - self._released_at >= GRACE
                 if idle:
                     self._leader, self._leader_thread = _BACKGROUND, _get_ident()
                     self._interrupted = False
+            if self._queue:
+                self._flush()  # calls held back while others were in flight
             if not idle:
-                self._idle.acquire(True, GRACE)
+                # Back off while callers keep leading.
+                nap = min(nap * 2, MAX_NAP) if busy else GRACE
+                self._idle.acquire(True, nap)
                 continue
+            nap = GRACE
             try:
                 self._read_until_wanted()
             except Exception as exc:  # never die silently
@@ -220,10 +298,9 @@ class ThreadedSession(Session):
 
     def _closed_socket(self) -> None:
         self._dispatcher.close()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
+        with self._state:
+            if self._wake_fds:
+                os.write(self._wake_w, b"x")
         try:
             self._idle.release()
         except RuntimeError:
@@ -232,8 +309,6 @@ class ThreadedSession(Session):
             followers = list(self._followers)
         for follower in followers:
             follower.wake()
-        if not self._background.is_alive() and self._background.ident is None:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_w = -1
+        if not self._started:
+            self._close_wake_pipe()
         super()._closed_socket()

@@ -74,7 +74,10 @@ def exception_from_state(state: Any) -> BaseException:
     fields = {_text(key): value for key, value in state.items()}
     wire_type = _text(fields.get("type")) or "builtins.Exception"
     message = _text(fields.get("value"))
-    parents = [_text(p) for p in fields.get("parents") or [wire_type]]
+    parents = fields.get("parents")
+    if not isinstance(parents, (list, tuple)) or not parents:
+        parents = [wire_type]
+    parents = [_text(p) for p in parents]
     remote_tb = _text(fields.get("traceback")) if fields.get("unsafeTracebacks") else None
     cls = error_class_for(wire_type)
     if cls is not None:

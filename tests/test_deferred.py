@@ -92,13 +92,15 @@ class ForbiddenWaiter:
 
 def on_hook_registered(d: Deferred, action: Callable[[], None]) -> None:
     """Run ``action`` right after a waiter registers a settled hook on ``d``."""
-    original = d._add_settled_hook
 
-    def spy(hook: Callable[[], None]) -> None:
-        original(hook)
-        action()
+    class Spy(type(d)):  # type: ignore[misc,valid-type]
+        __slots__ = ()  # same layout, so the instance's class can be swapped
 
-    d._add_settled_hook = spy  # type: ignore[method-assign]
+        def _add_settled_hook(self, hook: Callable[[], None]) -> None:
+            super()._add_settled_hook(hook)
+            action()
+
+    d.__class__ = Spy
 
 
 def noted(log: List[Any], item: Any, value: Any) -> Any:
