@@ -13,7 +13,7 @@ setup(
     description="Twisted's Perspective Broker for blocking, threaded and gevent code",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=["syncpb", "syncpb.adapters", "syncpb.tls"],
     package_dir={
         "syncpb": "syncpb",
