@@ -50,6 +50,7 @@ __all__ = [
     "encode",
     "Framer",
     "Decoder",
+    "split_messages",
 ]
 
 LIST = 0x80
@@ -78,6 +79,10 @@ VOCABULARY: Tuple[bytes, ...] = (
     b"uncache",
 )
 VOCAB_INDEX: Dict[bytes, int] = {w: i for i, w in enumerate(VOCABULARY) if i}
+
+#: Strings at least this long that arrive over several reads are assembled
+#: straight from the received chunks (see :func:`cut_long_strings`).
+LONG_STRING = 32 * 1024
 
 #: Dialects in order of preference, as a server offers them.
 DIALECTS: Tuple[bytes, ...] = (b"pb", b"none")
@@ -161,12 +166,18 @@ def _encode_into(tree: Any, out: List[bytes], vocab: bool, size_limit: int,
 
 
 class Framer:
-    """Find where top-level Banana messages end in a chunked byte stream.
+    """Find where a top-level Banana message ends in a chunked byte stream.
 
-    The framer scans a growing buffer that its owner keeps; :meth:`scan`
-    resumes where the last call stopped and returns the end offset of the
-    first complete message, or ``None`` if more data is needed. It checks
-    the limits and type bytes as soon as a token header is complete.
+    Chunks are fed as they arrive; :meth:`feed` returns the offset *within
+    that chunk* just past the end of the current message, or ``None`` if
+    the message goes on. The framer never needs earlier chunks again: it
+    keeps the counts of the lists still open, how many payload bytes of a
+    string or float remain to skip, and at most one incomplete token header
+    (under ``prefix_limit + 1`` bytes) carried over to the next chunk. So
+    each byte is looked at once, a long string's payload is skipped by
+    arithmetic, and the caller can keep the chunks untouched and join them
+    once when the message is complete. Limits and type bytes are checked
+    as soon as a header is complete.
     """
 
     def __init__(self, size_limit: int = SIZE_LIMIT, prefix_limit: int = PREFIX_LIMIT) -> None:
@@ -175,54 +186,128 @@ class Framer:
         self.reset()
 
     def reset(self) -> None:
-        """Forget all progress; the next scan starts at offset 0."""
-        self._pos = 0
+        """Forget all progress: the next chunk starts a new message."""
         self._open: List[int] = []  # remaining element counts of open lists
+        self._skip = 0              # payload bytes still to skip
+        self._carry = b""           # an incomplete header from the last chunk
+        self._offset = 0            # message bytes fed before the current chunk
+        #: ``(offset in the message, size)`` of each string payload of at
+        #: least :data:`LONG_STRING` bytes, so the owner can assemble it
+        #: straight from the chunks.
+        self.long_strings: List[Tuple[int, int]] = []
 
-    def scan(self, buf: Union[bytes, bytearray]) -> Optional[int]:
-        """Continue scanning ``buf``; return the end of the first message.
+    def feed(self, chunk: bytes) -> Optional[int]:
+        """Scan the next chunk; return where the message ends in it, or None.
 
-        After a message is found the owner removes those bytes from its
-        buffer and calls :meth:`reset` before scanning again.
+        After a message ends the owner calls :meth:`reset` and feeds the
+        rest of the chunk (if any) as the start of the next message.
 
         Raises:
             BananaError: bad type byte, over-long prefix or over-size header.
         """
-        pos, end, open_lists = self._pos, len(buf), self._open
+        base = len(self._carry)
+        buf = self._carry + chunk if base else chunk
+        self._carry = b""
+        origin = self._offset - base  # message offset of buf[0]
+        self._offset += len(chunk)
+        pos, end = 0, len(buf)
+        if self._skip:
+            pos = min(self._skip, end)
+            self._skip -= pos
+            if self._skip:
+                return None
+            if self._value_done():
+                return pos - base
         while pos < end:
             header = _read_header(buf, pos, end, self.prefix_limit)
             if header is None:
-                break
-            kind, value, after = header
-            if kind == STRING:
-                self._check_size(value, "string")
-                if after + value > end:
-                    break
-                after += value
-            elif kind == FLOAT:
-                if after + 8 > end:
-                    break
-                after += 8
-            elif kind == LIST:
+                self._carry = buf[pos:]
+                return None
+            kind, value, pos = header
+            if kind == LIST:
                 self._check_size(value, "list")
-            pos = after
-            if kind == LIST and value:
-                open_lists.append(value)
-                continue
-            while open_lists:
-                open_lists[-1] -= 1
-                if open_lists[-1]:
-                    break
-                open_lists.pop()
-            if not open_lists:
-                self._pos = pos
-                return pos
-        self._pos = pos
+                if value:
+                    self._open.append(value)
+                    continue
+            elif kind == STRING or kind == FLOAT:
+                size = 8 if kind == FLOAT else value
+                if kind == STRING:
+                    self._check_size(value, "string")
+                    if value >= LONG_STRING:
+                        self.long_strings.append((origin + pos, value))
+                if pos + size > end:
+                    self._skip = pos + size - end
+                    return None
+                pos += size
+            if self._value_done():
+                return pos - base
         return None
+
+    def _value_done(self) -> bool:
+        """One value completed: close finished lists; True at the top level."""
+        open_lists = self._open
+        while open_lists:
+            open_lists[-1] -= 1
+            if open_lists[-1]:
+                return False
+            open_lists.pop()
+        return True
 
     def _check_size(self, value: int, what: str) -> None:
         if value > self.size_limit:
             raise BananaError(f"{what} header of {value} exceeds the size limit {self.size_limit}")
+
+
+def cut_long_strings(chunks: List[bytes], long_strings: List[Tuple[int, int]]
+                     ) -> Tuple[bytes, Dict[int, bytes]]:
+    """Join a message's chunks with its long string payloads taken out.
+
+    Returns the message without those payloads and each payload as its own
+    bytes object, keyed by the offset where it would start in the returned
+    message. Each payload is copied once, into the object the receiver
+    keeps; a long string otherwise costs a joined buffer and a slice of it.
+    """
+    rest: List[Any] = []
+    strings: Dict[int, bytes] = {}
+    views = [memoryview(chunk) for chunk in chunks]
+    index, chunk_start, cut = 0, 0, 0  # current chunk, its message offset, bytes removed
+    position = 0  # message offset up to which everything is placed
+    for start, size in long_strings:
+        for target, into_rest in ((start, True), (start + size, False)):
+            parts = []
+            while position < target:
+                view = views[index]
+                take = min(target, chunk_start + len(view)) - position
+                parts.append(view[position - chunk_start:position - chunk_start + take])
+                position += take
+                if position == chunk_start + len(view):
+                    chunk_start += len(view)
+                    index += 1
+            if into_rest:
+                rest.extend(parts)
+            else:
+                strings[start - cut] = b"".join(parts)
+                cut += size
+    while index < len(views):
+        rest.append(views[index][position - chunk_start:])
+        chunk_start += len(views[index])
+        position = chunk_start
+        index += 1
+    return b"".join(rest), strings
+
+
+def split_messages(data: bytes, size_limit: int = SIZE_LIMIT,
+                   prefix_limit: int = PREFIX_LIMIT) -> Tuple[List[bytes], bytes]:
+    """Cut ``data`` into complete messages; return them and the unfinished rest."""
+    framer, messages = Framer(size_limit, prefix_limit), []
+    while data:
+        end = framer.feed(data)
+        if end is None:
+            break
+        messages.append(data[:end])
+        data = data[end:]
+        framer.reset()
+    return messages, data
 
 
 def _read_header(buf: Union[bytes, bytearray], pos: int, end: int,
@@ -261,36 +346,28 @@ class Decoder:
     def __init__(self, vocab: bool = True, size_limit: int = SIZE_LIMIT,
                  prefix_limit: int = PREFIX_LIMIT) -> None:
         self.vocab = vocab
-        self.size_limit = size_limit
-        self.prefix_limit = prefix_limit
-        self._buf = bytearray()
+        self._chunks: List[bytes] = []
         self._framer = Framer(size_limit, prefix_limit)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete message."""
-        return len(self._buf)
-
-    def take_buffer(self) -> bytes:
-        """Remove and return the bytes not yet decoded (for a hand-over)."""
-        data = bytes(self._buf)
-        self._buf.clear()
-        self._framer.reset()
-        return data
+        return sum(map(len, self._chunks))
 
     def feed(self, data: bytes) -> List[Tree]:
         """Add ``data``; return every message it completes, in order."""
-        self._buf += data
         out: List[Tree] = []
-        while self._buf:
-            end = self._framer.scan(self._buf)
+        data = bytes(data)
+        while data:
+            end = self._framer.feed(data)
             if end is None:
+                self._chunks.append(data)
                 break
-            message = bytes(self._buf[:end])
-            del self._buf[:end]
+            self._chunks.append(data[:end])
+            message = b"".join(self._chunks)
+            self._chunks, data = [], data[end:]
             self._framer.reset()
-            value, _ = read_tree(message, 0, self.vocab)
-            out.append(value)
+            out.append(read_tree(message, 0, self.vocab)[0])
         return out
 
 

@@ -10,9 +10,10 @@ in memory and every exchange tested with plain bytes.
 
 Stream handling. Most messages arrive whole, so the broker first decodes
 straight from the received chunk. If the chunk ends inside a message, the
-rest is kept in a buffer and a :class:`~syncpb.banana.Framer` scans it,
-resuming as more bytes arrive, until it knows where the message ends; only
-then is it decoded. Every byte is thus scanned a bounded number of times
+chunks are kept as they are and a :class:`~syncpb.banana.Framer` scans
+each one once as it arrives (skipping string payloads by count) until it
+knows where the message ends; the chunks are then joined once and
+decoded. Every byte is thus scanned and copied a bounded number of times
 whatever the chunking. Decoding has no side effects until a message is
 complete: imported references are counted only when the message commits.
 
@@ -168,7 +169,8 @@ class Broker:
         self._vocab = False
         self._out: List[bytes] = []
         self._writer = Writer(self, False, limits.size_limit, limits.prefix_limit)
-        self._buffer = bytearray()
+        self._chunks: List[bytes] = []  # the message under way, as received
+        self._long_strings: Optional[Dict[int, bytes]] = None
         self._framer = banana.Framer(limits.size_limit, limits.prefix_limit)
         self._next_request = 0
         self._next_oid = 0
@@ -215,13 +217,18 @@ class Broker:
 
     def data_to_send(self) -> bytes:
         """Return (and forget) the bytes produced so far."""
+        return b"".join(self.pieces_to_send())
+
+    def pieces_to_send(self) -> List[bytes]:
+        """Return (and forget) the bytes produced so far, as pieces.
+
+        Writing the pieces with scatter/gather I/O spares a copy of large
+        payloads (a bytes value of its own is one piece).
+        """
         if self.released:
             self._send_decrefs()
-        if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out = []
-        return data
+        out, self._out = self._out, []
+        return out
 
     # ------------------------------------------------------------ receiving
 
@@ -239,26 +246,33 @@ class Broker:
         return events
 
     def _receive(self, data: bytes, events: List[Event]) -> None:
-        if self._buffer:
-            self._buffer += data
-            end = self._framer.scan(self._buffer)
+        if self._chunks:  # a message is under way: frame it, join it once complete
+            end = self._framer.feed(data)
             if end is None:
+                self._chunks.append(data)
                 return
-            message = bytes(self._buffer[:end])
-            data = bytes(self._buffer[end:])
-            self._buffer.clear()
+            self._chunks.append(data[:end])
+            long_strings = self._framer.long_strings
+            if long_strings:
+                message, self._long_strings = banana.cut_long_strings(self._chunks, long_strings)
+            else:
+                message = b"".join(self._chunks)
+            self._chunks, data = [], data[end:]
             self._framer.reset()
-            if self._handle(message, 0, events) != end:
-                raise ProtocolError("message decoded to a different length than framed")
+            try:
+                if self._handle(message, 0, events) != len(message):
+                    raise ProtocolError("message decoded to a different length than framed")
+            finally:
+                self._long_strings = None
         pos = 0
         while pos < len(data) and self._state != _DEAD:
             try:
                 pos = self._handle(data, pos, events)
             except Incomplete:
-                self._buffer += data[pos:]
-                end = self._framer.scan(self._buffer)
-                if end is not None:
+                rest = data[pos:] if pos else data
+                if self._framer.feed(rest) is not None:
                     raise ProtocolError("decoder and framer disagree on a message end")
+                self._chunks = [rest]
                 return
 
     def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
@@ -266,6 +280,7 @@ class Broker:
             return self._handshake(buf, pos, events)
         reader = Reader(buf, pos, self.security, self, self._vocab, self.limits.size_limit,
                         self.limits.prefix_limit, self.limits.max_depth)
+        reader.long_strings = self._long_strings
         if buf.startswith(self._answer_head, pos):
             reader.pos = pos + len(self._answer_head)
             self._on_answer(reader, 2, events)
@@ -319,7 +334,7 @@ class Broker:
 
     def _die(self, exc: BaseException, events: List[Event]) -> None:
         self._state = _DEAD
-        self._buffer.clear()
+        self._chunks = []
         events.append(ProtocolViolation(exc))
 
     def _fields(self, reader: Reader, count: int, expected: int, command: str) -> None:
@@ -545,12 +560,13 @@ class Broker:
                 self._call_targets.clear()
             self._call_targets[(oid, name)] = target
         self._out.append(self._message_head + writer.int_token(request_id) + target
-                         + (b"\x01\x81" if answer_required else b"\x00\x81") + body)
+                         + (b"\x01\x81" if answer_required else b"\x00\x81"))
+        self._out.extend(body)
         if answer_required:
             self._waiting.add(request_id)
         return request_id
 
-    def _encode_call(self, args: tuple, kwargs: Optional[Dict[str, Any]]) -> bytes:
+    def _encode_call(self, args: tuple, kwargs: Optional[Dict[str, Any]]) -> List[bytes]:
         """Encode call arguments: a tuple and a dictionary, two serialisations.
 
         The argument tuple is new and unreachable from its items, so it
@@ -571,9 +587,9 @@ class Broker:
             for oid in self._pending_exports:
                 self._exports[oid][1] += 1
             self._pending_exports = []
-        return b"".join(out)
+        return out
 
-    def _encode_parts(self, values: List[Any]) -> bytes:
+    def _encode_parts(self, values: List[Any]) -> List[bytes]:
         out: List[bytes] = []
         self._pending_exports = []
         try:
@@ -585,7 +601,7 @@ class Broker:
         for oid in self._pending_exports:
             self._exports[oid][1] += 1
         self._pending_exports = []
-        return b"".join(out)
+        return out
 
     def _rollback_exports(self) -> None:
         for oid in self._pending_exports:
@@ -612,7 +628,8 @@ class Broker:
             log.error("answer to request %r could not be sent: %s", request_id, exc)
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
             return
-        self._out.append(self._answer_head + self._writer.int_token(request_id) + body)
+        self._out.append(self._answer_head + self._writer.int_token(request_id))
+        self._out.extend(body)
 
     def fail(self, request_id: Any, exc: BaseException) -> None:
         """Queue the failure of the peer's call ``request_id``."""

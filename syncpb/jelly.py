@@ -37,8 +37,9 @@ import decimal
 import struct
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
-from .banana import (FLOAT, INT, LIST, LONGINT, LONGNEG, NEG, PREFIX_LIMIT, SIZE_LIMIT,
-                     STRING, VOCAB, VOCAB_INDEX, VOCABULARY, encode_int, encode_prefix)
+from .banana import (FLOAT, INT, LIST, LONG_STRING, LONGINT, LONGNEG, NEG, PREFIX_LIMIT,
+                     SIZE_LIMIT, STRING, VOCAB, VOCAB_INDEX, VOCABULARY, encode_int,
+                     encode_prefix)
 from .errors import BananaError, InsecureJelly, ProtocolError
 
 __all__ = [
@@ -254,7 +255,11 @@ class Writer:
         elif kind is int:
             out.append(_SMALL_INTS[obj] if 0 <= obj < 128 else encode_int(obj, self.prefix_limit))
         elif kind is bytes:
-            out.append(_string_token(obj, self.vocab, self.size_limit))
+            if len(obj) < 4096:
+                out.append(_string_token(obj, self.vocab, self.size_limit))
+            else:  # a large payload is a piece of its own: no copy until the final join
+                out.append(encode_prefix(self._checked_size(len(obj))) + b"\x82")
+                out.append(obj)
         elif kind is float:
             out.append(b"\x84" + _FLOAT.pack(obj))
         elif obj is None:
@@ -269,6 +274,11 @@ class Writer:
                 raise TypeError(
                     f"cannot send a {kind.__module__}.{kind.__qualname__} value over PB; "
                     "send a basic type, a Referenceable or a Copyable")
+
+    def _checked_size(self, size: int) -> int:
+        if size > self.size_limit:
+            raise BananaError(f"string of {size} bytes exceeds the size limit {self.size_limit}")
+        return size
 
     def _str(self, obj: str, out: List[bytes]) -> None:
         token = self._str_cache.get(obj)
@@ -403,7 +413,7 @@ class Reader:
     """
 
     __slots__ = ("buf", "pos", "start", "security", "ctx", "vocab", "size_limit",
-                 "prefix_limit", "max_depth", "depth", "context", "imported", "_refs",
+                 "prefix_limit", "max_depth", "depth", "context", "imported", "long_strings", "_refs",
                  "_pending", "_claim", "_fast_unicode")
 
     def __init__(self, buf: bytes, pos: int, security: SecurityOptions,
@@ -421,6 +431,8 @@ class Reader:
         self.depth = 0
         self.context: Any = None  # free for the broker (e.g. the perspective)
         self.imported: List[Any] = []  # import records touched, committed by the broker
+        #: long string payloads cut out of ``buf``, by offset (see banana.cut_long_strings)
+        self.long_strings: Optional[Dict[int, bytes]] = None
         self._refs: Dict[int, Any] = {}
         self._pending: Dict[int, _Pending] = {}
         self._claim: Optional[int] = None
@@ -463,6 +475,10 @@ class Reader:
 
     def _string_body(self, size: int) -> bytes:
         pos = self.pos
+        if self.long_strings is not None and size >= LONG_STRING:
+            taken = self.long_strings.get(pos)
+            if taken is not None:  # assembled from the chunks; not in buf
+                return taken
         end = pos + size
         if end > len(self.buf):
             raise Incomplete()

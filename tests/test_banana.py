@@ -132,10 +132,20 @@ def test_deep_nesting_decodes_iteratively():
 def test_framer_resumes_across_chunks():
     framer = banana.Framer()
     message = banana.encode([b"x" * 300, [1, 2, 3], 1.5])
-    buf = bytearray()
-    ends = []
-    for byte in message:
-        buf.append(byte)
-        ends.append(framer.scan(buf))
+    ends = [framer.feed(message[i:i + 1]) for i in range(len(message))]
     assert ends[:-1] == [None] * (len(message) - 1)
-    assert ends[-1] == len(message)
+    assert ends[-1] == 1
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 4, 300, 310])
+def test_framer_reports_end_within_the_last_chunk(cut):
+    message = banana.encode([b"x" * 300, [1, 2, 3], 1.5])
+    framer = banana.Framer()
+    assert framer.feed(message[:cut]) is None
+    assert framer.feed(message[cut:] + b"\x05\x81") == len(message) - cut
+
+
+def test_split_messages_keeps_the_unfinished_rest():
+    first, second = banana.encode([b"a", 1]), banana.encode([b"b" * 70000, 2])
+    messages, rest = banana.split_messages(first + second + second[:9])
+    assert messages == [first, second] and rest == second[:9]

@@ -67,14 +67,9 @@ class VectorRoot(Root):
 
 def split(data: bytes) -> List[bytes]:
     """Cut a stream into its top-level messages."""
-    out, framer = [], banana.Framer()
-    while data:
-        end = framer.scan(data)
-        assert end is not None, "stream ends inside a message"
-        out.append(data[:end])
-        data = data[end:]
-        framer.reset()
-    return out
+    messages, rest = banana.split_messages(data)
+    assert not rest, "stream ends inside a message"
+    return messages
 
 
 def tree(raw: bytes) -> Any:

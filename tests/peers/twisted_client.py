@@ -6,8 +6,9 @@ Usage::
                                        [--expect-tracebacks]
 
 Connects with ``pb.PBClientFactory``, gets the root object and runs the steps
-below against it. The server's root must offer the methods documented in
-``twisted_server.py`` (syncpb's test server offers the same ones).
+below against it (``large`` only when asked for with ``--only``). The
+server's root must offer the methods documented in ``twisted_server.py``
+(syncpb's test server offers the same ones).
 
 Prints ONE JSON object on stdout and nothing else::
 
@@ -372,6 +373,24 @@ def step_inflight(root, results, options):
     results.record("inflight.order", order == ["add", "slowAdd"], f"order={order}")
 
 
+@defer.inlineCallbacks
+def step_large(root, results, options):
+    """Messages longer than one socket read (64 KiB and more) in both
+    directions, including an answer from us to the server's own call.
+    Not a default step: run it last (``--only ...,large``), since a peer
+    that mishandles it may drop the connection."""
+    text = "häßlich ✓ " * 20000  # 260,000 bytes of UTF-8
+    results.expect_value("large.echo_str", (yield call(root, "echo", text)), text)
+    blob = bytes(range(256)) * 800  # 204,800 bytes
+    results.expect_value("large.echo_bytes", (yield call(root, "echo", blob)), blob)
+    results.expect_value(
+        "large.callback_answer",
+        (yield call(root, "callMeBackKw", Stepper(), "describe", blob)),
+        [[blob], {}],
+    )
+    results.expect_value("large.after", (yield call(root, "add", 1, 2)), 3)
+
+
 STEPS = {
     "refs": step_refs,
     "echo": step_echo,
@@ -380,7 +399,9 @@ STEPS = {
     "callbacks": step_callbacks,
     "store": step_store,
     "inflight": step_inflight,
+    "large": step_large,
 }
+DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight"]
 
 
 # -- driver -------------------------------------------------------------------
@@ -458,8 +479,9 @@ def parse_args(argv):
     parser.add_argument("port", type=int)
     parser.add_argument(
         "--only",
-        default=",".join(STEPS),
-        help=f"comma-separated steps to run, in order (default: {','.join(STEPS)})",
+        default=",".join(DEFAULT_STEPS),
+        help=f"comma-separated steps to run, in order (default: {','.join(DEFAULT_STEPS)};"
+        f" all: {','.join(STEPS)})",
     )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="safety timeout in seconds"

@@ -1,0 +1,64 @@
+"""Shared fixtures for the end-to-end tests (tests/test_e2e_*.py).
+
+``server_factory`` (function scope)
+    ``make(root, *, unix=False, start=True, **server_kwargs)`` builds a
+    :class:`syncpb.Server` for ``root`` (``server_kwargs`` go to the
+    constructor: ``limits=``, ``unsafe_tracebacks=``, ...), binds it to
+    ``tcp://127.0.0.1:0`` -- or, with ``unix=True``, to a unix socket in the
+    test's ``tmp_path`` -- starts it in its background thread (unless
+    ``start=False``) and returns ``(server, address)``. Every server made is
+    stopped when the test ends, even if the test already stopped it.
+
+``connect`` (function scope)
+    ``connect(address, **kwargs)`` is :func:`syncpb.connect` with a 5 s
+    default timeout; every connection it made is closed when the test ends
+    (before the servers stop).
+
+Nothing here sleeps, and nothing is shared between tests.
+"""
+
+import itertools
+
+import pytest
+
+import syncpb
+
+CONNECT_TIMEOUT = 5.0
+STOP_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    servers = []
+    names = itertools.count()
+
+    def make(root, *, unix=False, start=True, **server_kwargs):
+        server = syncpb.Server(root, **server_kwargs)
+        servers.append(server)
+        if unix:
+            # short file name: a unix socket path must stay under ~107 bytes
+            address = server.listen(f"unix://{tmp_path}/s{next(names)}")
+        else:
+            address = server.listen("tcp://127.0.0.1:0")
+        if start:
+            server.start()
+        return server, address
+
+    yield make
+    for server in servers:
+        server.stop(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture
+def connect():
+    connections = []
+
+    def open_connection(address, **kwargs):
+        kwargs.setdefault("timeout", CONNECT_TIMEOUT)
+        conn = syncpb.connect(address, **kwargs)
+        connections.append(conn)
+        return conn
+
+    yield open_connection
+    for conn in connections:
+        conn.close()
