@@ -67,7 +67,9 @@ class Limits:
     Attributes:
         size_limit: longest string / list accepted or sent (Banana SIZE_LIMIT).
         prefix_limit: longest token prefix in bytes (2**448 magnitude).
-        max_references: objects exported at once (Twisted's MAX_BROKER_REFS).
+        max_references: Twisted's MAX_BROKER_REFS: a new object can be
+            exported while the export table holds at most this many
+            entries (a server's root counts as one, as in Twisted).
         max_depth: deepest nesting of containers decoded. Twisted has no
             explicit limit and fails at Python's recursion limit (roughly
             250 levels for its decoder); 200 stays safely inside it.
@@ -352,6 +354,8 @@ class Broker:
     def _on_message(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._fields(reader, count, 6, "message")
         request_id = reader.raw()
+        if type(request_id) is not int:
+            raise ProtocolError(f"request id {request_id!r} is not an integer")
         oid = reader.raw()
         name = reader.raw_bytes()
         answer_required = bool(reader.raw())
@@ -394,7 +398,9 @@ class Broker:
             kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
                       for k, v in kwargs.items()}
         except UnicodeDecodeError:
-            kwargs = {}
+            self._reply_error(request_id, answer_required,
+                              TypeError("keyword argument names must be UTF-8 text"))
+            return
         method = target.remote_method(name) if isinstance(target, Referenceable) else None
         if method is None:
             self._reply_error(request_id, answer_required,
@@ -440,6 +446,7 @@ class Broker:
         try:
             value = reader.jelly()
         except (InsecureJelly, JellyError) as exc:
+            self._waiting.discard(request_id)  # settled here, not again at connection loss
             events.append(ErrorReceived(request_id, exc))
             raise ProtocolError(f"undecodable answer to request {request_id}: {exc}") from exc
         self._commit(reader)

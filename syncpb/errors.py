@@ -15,7 +15,7 @@ Two families live here:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import Dict, List, Optional, Type
 
 __all__ = [
     "SyncPBError",
@@ -36,7 +36,14 @@ __all__ = [
 
 
 class SyncPBError(Exception):
-    """Base class of every error raised by syncpb itself."""
+    """Base class of every error raised by syncpb itself.
+
+    Attributes:
+        remote_traceback: the peer's traceback text when this error came
+            from a peer that opted in to sending tracebacks, else None.
+    """
+
+    remote_traceback: Optional[str] = None
 
 
 class ProtocolError(SyncPBError):
@@ -91,7 +98,7 @@ class RemoteError(SyncPBError):
         remote_type: str,
         message: str,
         remote_traceback: Optional[str] = None,
-        remote_parents: Optional[list] = None,
+        remote_parents: Optional[List[str]] = None,
     ) -> None:
         super().__init__(message)
         self.remote_type = remote_type
@@ -116,6 +123,10 @@ class Error(Exception):
     A syncpb caller that defines the same class (same module and name)
     receives the failure as an instance of that class.
     """
+
+    #: The peer's traceback text when the failure came from a peer that
+    #: opted in to sending tracebacks, else None.
+    remote_traceback: Optional[str] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -61,6 +61,8 @@ class Server:
         self._hub_thread: Optional[int] = None
         self._stopping: Any = None
         self._running = OSFlag()
+        self._stop_requested = OSFlag()
+        self._finished: Optional[OSFlag] = None  # set when serve_forever returns
         self._thread: Any = None
         self._error: Optional[BaseException] = None
 
@@ -88,13 +90,25 @@ class Server:
         return str(bound)
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until :meth:`stop` is called."""
+        """Serve in the calling thread until :meth:`stop` is called.
+
+        A server serves once: after :meth:`stop` it cannot be started again.
+
+        Raises:
+            SyncPBError: nothing to serve (no :meth:`listen` yet), or the
+                server was already stopped.
+        """
         import gevent.event
+        if self._stop_requested.is_set():
+            raise SyncPBError("this server was stopped; make a new one")
         if not self._listeners:
             raise SyncPBError("call listen() before serving")
+        self._finished = OSFlag()
         self._hub = gevent.get_hub()
         self._hub_thread = _get_ident()
         self._stopping = gevent.event.Event()
+        if self._stop_requested.is_set():  # stop() came while we were setting up
+            self._stopping.set()
         try:
             for sock, _ in self._listeners:
                 self._serve_listener(sock)
@@ -102,9 +116,14 @@ class Server:
             self._stopping.wait()
         finally:
             self._shutdown()
+            self._finished.set()
 
     def start(self, timeout: Optional[float] = 10.0) -> None:
-        """Serve in a background thread; return once it accepts connections."""
+        """Serve in a background thread; return once it accepts connections.
+
+        Raises:
+            SyncPBError: the server did not start within ``timeout``.
+        """
         self._thread = OSThread(self._serve_in_thread, "syncpb-server")
         self._thread.start()
         if not self._running.wait(timeout):
@@ -115,16 +134,18 @@ class Server:
     def stop(self, timeout: Optional[float] = 10.0) -> None:
         """Stop serving: close listeners and every connection.
 
-        Safe from any thread. Waits up to ``timeout`` for the serving
-        thread started by :meth:`start` to end.
+        Safe from any thread, before, during or after serving. Waits up to
+        ``timeout`` for :meth:`serve_forever` (in whatever thread it runs)
+        to finish, unless called from inside the server itself.
         """
-        if self._stopping is not None:
-            self._call_in_hub(self._stopping.set)
-        else:
+        self._stop_requested.set()
+        stopping, finished = self._stopping, self._finished
+        if stopping is not None:
+            self._call_in_hub(stopping.set)
+        elif finished is None:  # never served: just release the listeners
             self._close_listeners()
-        thread = self._thread
-        if thread is not None and thread.ident != _get_ident():
-            thread.join(timeout)
+        if finished is not None and self._hub_thread != _get_ident():
+            finished.wait(timeout)
 
     def __enter__(self) -> "Server":
         return self
@@ -143,10 +164,11 @@ class Server:
             log.exception("PB server stopped by an error")
 
     def _call_in_hub(self, function: Any, *args: Any) -> None:
+        hub = self._hub
         if _get_ident() == self._hub_thread:
             function(*args)
-        else:
-            self._hub.loop.run_callback_threadsafe(function, *args)
+        elif hub is not None:
+            hub.loop.run_callback_threadsafe(function, *args)
 
     def _serve_listener(self, sock: stdlib_socket.socket) -> None:
         from gevent.server import StreamServer
@@ -191,4 +213,3 @@ class Server:
             session.close("server stopping")
         self._hub = self._stopping = None
         self._hub_thread = None
-        self._running = OSFlag()

@@ -34,6 +34,7 @@ the same thread. Incoming calls run on an
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import time
@@ -46,6 +47,8 @@ from .errors import CallTimeout, DeadReferenceError
 from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
+
+log = logging.getLogger("syncpb")
 
 #: How long the connection must be leaderless before the background reader leads.
 GRACE = 0.002
@@ -240,7 +243,12 @@ class ThreadedSession(Session):
         if not data:
             self._lost("closed by peer", None)
             return False
-        self.feed(data)
+        try:
+            self.feed(data)
+        except Exception as exc:  # an internal error ends this connection, not the caller
+            log.exception("internal error on PB connection %s", self.name)
+            self._lost(f"internal error: {exc}", exc)
+            return False
         return True
 
     # ------------------------------------------------------------ background
