@@ -124,6 +124,9 @@ class Server:
         Raises:
             SyncPBError: the server did not start within ``timeout``.
         """
+        if self._stop_requested.is_set():
+            raise SyncPBError("this server was stopped; make a new one")
+        self._running = OSFlag()
         self._thread = OSThread(self._serve_in_thread, "syncpb-server")
         self._thread.start()
         if not self._running.wait(timeout):
@@ -187,7 +190,8 @@ class Server:
         session = GreenSession(sock, broker, str(peer or "unix peer"))
         ended = gevent.event.Event()
         self._sessions.add(session)
-        session.notify_on_disconnect(lambda: self._call_in_hub(ended.set))
+        session.notify_on_disconnect(lambda: (self._sessions.discard(session),
+                                              self._call_in_hub(ended.set)))
         session.run()
         # run() returns early when a waiting call handed reading to another
         # greenlet; gevent closes the socket when this handler returns.
@@ -211,5 +215,6 @@ class Server:
         self._close_listeners()
         for session in list(self._sessions):
             session.close("server stopping")
+        self._sessions.clear()
         self._hub = self._stopping = None
         self._hub_thread = None

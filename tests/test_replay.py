@@ -20,6 +20,7 @@ from syncpb.errors import Error, RemoteError
 from syncpb.flavors import Referenceable, Root
 from syncpb.jelly import Unpersistable
 
+from brokerpair import run_calls
 from vectors import frames
 
 LENIENT = Limits(close_on_violation=False)
@@ -99,16 +100,9 @@ def assert_same_frame(ours: bytes, theirs: bytes) -> None:
 
 
 def run_server(broker: Broker, raw: bytes) -> None:
-    for event in broker.receive_data(raw):
-        if isinstance(event, CallReceived):
-            try:
-                result = event.method(*event.args, **event.kwargs)
-            except Exception as exc:
-                broker.fail(event.request_id, exc)
-            else:
-                broker.answer(event.request_id, result)
-        else:
-            assert isinstance(event, Ready), event
+    events = broker.receive_data(raw)
+    assert all(isinstance(e, (CallReceived, Ready)) for e in events), events
+    run_calls(broker, events)
 
 
 @pytest.mark.parametrize("name,skip", [

@@ -1,0 +1,70 @@
+"""The layering of docs/architecture: lower layers never import upper ones.
+
+L0-L2 (errors, codecs, flavors, broker) are sans-IO: no sockets, threads,
+greenlets or TLS. Only syncpb.tls may import OpenSSL. The check parses
+the source, so it holds for imports inside functions too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "syncpb"
+
+# layer.order: within a layer, a module may use those of lower order.
+LAYER = {
+    "errors": 0.0,
+    "banana": 1.0, "flavors": 1.0, "wirefailure": 1.0, "jelly": 1.1,
+    "broker": 2.0,
+    "failure": 3.0, "transport": 3.0, "dispatch": 3.0, "deferred": 3.1, "reference": 3.2,
+    "session": 4.0, "threaded": 4.1,
+    "client": 5.0, "server": 5.0,
+    "__init__": 6.0,
+}
+IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "_thread", "gevent",
+              "greenlet", "OpenSSL", "asyncio"}
+
+
+def imports_of(path: Path) -> set:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level and node.module:  # relative: a syncpb module
+                names.add("syncpb." + node.module)
+            elif node.level:  # from . import banana
+                names.update("syncpb." + alias.name for alias in node.names)
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def test_every_module_has_a_layer():
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules == set(LAYER), "add new modules to LAYER in tests/test_layers.py"
+
+
+@pytest.mark.parametrize("module", sorted(LAYER))
+def test_imports_only_downward(module):
+    for name in imports_of(PACKAGE / f"{module}.py"):
+        if name.startswith("syncpb."):
+            target = name.split(".")[1]
+            assert target in LAYER, name
+            assert LAYER[target] < LAYER[module] or target == module, \
+                f"{module} (L{LAYER[module]}) imports {target} (L{LAYER[target]})"
+
+
+@pytest.mark.parametrize("module", sorted(m for m, layer in LAYER.items() if layer < 3))
+def test_sans_io_layers_import_no_io(module):
+    top = {name.split(".")[0] for name in imports_of(PACKAGE / f"{module}.py")}
+    assert not top & IO_MODULES, f"{module} imports {sorted(top & IO_MODULES)}"
+
+
+def test_only_tls_imports_openssl():
+    for path in list(PACKAGE.rglob("*.py")) + list((ROOT / "adapters").rglob("*.py")):
+        assert "OpenSSL" not in {n.split(".")[0] for n in imports_of(path)}, path
