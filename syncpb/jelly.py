@@ -176,12 +176,15 @@ class Writer:
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
         self._str_cache: Dict[str, bytes] = {}
+        self._pair_cache: Dict[str, bytes] = {}  # pair header + key, for str dict keys
         self._unicode = b"\x02\x80" + _word(b"unicode", vocab)
         self._none = b"\x01\x80" + _word(b"None", vocab)
         self._true = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"true", vocab)
         self._false = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"false", vocab)
         self._heads = {name: _word(name, vocab) for name in (
             b"list", b"tuple", b"dictionary", b"set", b"frozenset")}
+        self._list_head = self._heads[b"list"]
+        self._short_list = min(128, size_limit + 1)  # counts whose header needs no checks
         self._deref = b"\x02\x80" + _word(b"dereference", vocab)
         self._ref = b"\x03\x80" + _word(b"reference", vocab)
         self._refs: Dict[int, List[Any]] = {}
@@ -251,7 +254,11 @@ class Writer:
         """Append the Jelly form of ``obj`` inside the current serialisation."""
         kind = type(obj)
         if kind is str:
-            self._str(obj, out)
+            token = self._str_cache.get(obj)
+            if token is None:
+                self._str(obj, out)
+            else:
+                out.append(token)
         elif kind is int:
             out.append(_SMALL_INTS[obj] if 0 <= obj < 128 else encode_int(obj, self.prefix_limit))
         elif kind is bytes:
@@ -322,13 +329,21 @@ class Writer:
 
     def _sequence(self, obj: Any, out: List[bytes], head: bytes) -> None:
         if self.begin_shared(obj, out):
-            out.append(self.list_header(len(obj) + 1) + self._heads[head])
+            count = len(obj) + 1
+            out.append((bytes((count, LIST)) if count < self._short_list else self.list_header(count))
+                       + self._heads[head])
             value = self.value
             for item in obj:
                 value(item, out)
 
     def _list(self, obj: list, out: List[bytes]) -> None:
-        self._sequence(obj, out, b"list")
+        if self.begin_shared(obj, out):  # _sequence inlined: lists are the common case
+            count = len(obj) + 1
+            out.append((bytes((count, LIST)) if count < self._short_list else self.list_header(count))
+                       + self._list_head)
+            value = self.value
+            for item in obj:
+                value(item, out)
 
     def _tuple(self, obj: tuple, out: List[bytes]) -> None:
         self._sequence(obj, out, b"tuple")
@@ -341,11 +356,23 @@ class Writer:
 
     def _dict(self, obj: dict, out: List[bytes]) -> None:
         if self.begin_shared(obj, out):
-            out.append(self.list_header(len(obj) + 1) + self._heads[b"dictionary"])
-            value = self.value
+            count = len(obj) + 1
+            out.append((bytes((count, LIST)) if count < self._short_list else self.list_header(count))
+                       + self._heads[b"dictionary"])
+            value, cache = self.value, self._pair_cache
             for key, item in obj.items():
-                out.append(b"\x02\x80")
-                value(key, out)
+                token = cache.get(key) if type(key) is str else None
+                if token is None and type(key) is str and len(key) <= _STR_CACHEABLE:
+                    piece: List[bytes] = []
+                    self._str(key, piece)
+                    if len(cache) >= _STR_CACHE_MAX:
+                        cache.clear()
+                    token = cache[key] = b"\x02\x80" + piece[0]
+                if token is not None:  # pair header and str key in one piece
+                    out.append(token)
+                else:
+                    out.append(b"\x02\x80")
+                    value(key, out)
                 value(item, out)
 
     def copy_form(self, tag: bytes, state: Any, obj: Any, out: List[bytes]) -> None:
@@ -393,6 +420,8 @@ class Writer:
 
 _UNICODE_HEAD = b"\x02\x80\x07\x82unicode"
 _UNICODE_LEN = len(_UNICODE_HEAD)
+_PAIR_UNICODE_HEAD = b"\x02\x80" + _UNICODE_HEAD  # a [key, value] pair with a str key
+_PAIR_UNICODE_LEN = len(_PAIR_UNICODE_HEAD)
 
 
 class _Pending:
@@ -414,7 +443,7 @@ class Reader:
 
     __slots__ = ("buf", "pos", "start", "security", "ctx", "vocab", "size_limit",
                  "prefix_limit", "max_depth", "depth", "context", "imported", "long_strings", "_refs",
-                 "_pending", "_claim", "_fast_unicode")
+                 "_pending", "_claim", "_fast_unicode", "_fast_heads")
 
     def __init__(self, buf: bytes, pos: int, security: SecurityOptions,
                  ctx: Optional[JellyContext] = None, vocab: bool = True,
@@ -438,6 +467,7 @@ class Reader:
         self._claim: Optional[int] = None
         # The inline fast path reads strings of up to 127 bytes unchecked.
         self._fast_unicode = b"unicode" in security.types and size_limit >= 127
+        self._fast_heads = vocab and _VOCAB_CONTAINER_HEADS <= security.types
 
     # -- tokens
 
@@ -601,6 +631,18 @@ class Reader:
                         raise Incomplete()
                     self.pos = end
                     return buf[pos + 2:end]
+                if (kind == LIST and first > 1 and buf[pos + 3] == VOCAB and self._fast_heads
+                        and self._claim is None):
+                    handler = _VOCAB_CONTAINERS.get(buf[pos + 2])
+                    if handler is not None:  # [list|tuple|dictionary, ...]: straight in
+                        self.pos = pos + 4
+                        self.depth += 1
+                        if self.depth > self.max_depth:
+                            raise JellyError(f"value nested deeper than {self.max_depth} levels")
+                        try:
+                            return handler(self, first - 1)
+                        finally:
+                            self.depth -= 1
                 if (first == 2 and kind == LIST and self._fast_unicode
                         and buf.startswith(_UNICODE_HEAD, pos)):
                     size = buf[pos + _UNICODE_LEN]
@@ -747,8 +789,24 @@ class Reader:
         result: dict = {}
         self._register(self._own(), result)
         value, buf = self.value, self.buf
+        fast = self._fast_unicode
         for _ in range(count):
             pos = self.pos
+            # The common item: a pair whose key is a short str, read inline.
+            if fast and buf.startswith(_PAIR_UNICODE_HEAD, pos):
+                size = buf[pos + _PAIR_UNICODE_LEN]
+                start = pos + _PAIR_UNICODE_LEN + 2
+                if size < 0x80 and buf[start - 1] == STRING and start + size <= len(buf):
+                    self.pos = start + size
+                    try:
+                        key: Any = buf[start:start + size].decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise JellyError(f"unicode value is not UTF-8: {exc}") from None
+                    item = value()
+                    result[key] = item
+                    if self._pending:
+                        self._fill(result, key, item)
+                    continue
             if buf[pos:pos + 2] == b"\x02\x80":
                 self.pos = pos + 2
             else:
@@ -875,3 +933,12 @@ _HANDLERS: Dict[bytes, Callable[[Reader, int], Any]] = {
     b"persistent": Reader._h_unpersistable, b"remote": Reader._h_remote,
     b"local": Reader._h_local,
 }
+
+# Containers whose head is a one-byte vocabulary token, read without the
+# general dispatch when the allow-list accepts them all.
+_VOCAB_CONTAINERS: Dict[int, Callable[[Reader, int], Any]] = {
+    VOCAB_INDEX[b"list"]: Reader._h_list,
+    VOCAB_INDEX[b"tuple"]: Reader._h_tuple,
+    VOCAB_INDEX[b"dictionary"]: Reader._h_dict,
+}
+_VOCAB_CONTAINER_HEADS = frozenset({b"list", b"tuple", b"dictionary"})

@@ -138,32 +138,45 @@ def gevent_active() -> bool:
 
 
 _MAX_PIECES = 512          # buffers per sendmsg (the OS allows IOV_MAX, 1024 on Linux)
-_GATHER_FROM = 64 * 1024   # below this, joining the pieces is cheaper than sendmsg
+_GATHER_FROM = 64 * 1024   # below this in total, one joined buffer is cheapest
+_OWN_PIECE = 16 * 1024     # a piece this large is written from where it is
 
 
 def _send_pieces(sock: Any, pieces: List[bytes]) -> None:
-    """Write ``pieces`` in order, gathering large writes instead of joining them.
+    """Write ``pieces`` in order, in as few system calls as possible.
 
-    Joining a large payload means allocating and filling a fresh buffer,
-    which costs more (page faults included) than the copy itself.
+    Small pieces (the encoder makes one per token) are joined; large ones
+    (a long string payload) are passed to ``sendmsg`` where they are,
+    because joining a large payload allocates and fills a fresh buffer,
+    which costs more, page faults included, than the copy itself.
     """
     if len(pieces) == 1:
         sock.sendall(pieces[0])
         return
-    total = sum(map(len, pieces))
-    if total < _GATHER_FROM or not hasattr(sock, "sendmsg"):
+    if sum(map(len, pieces)) < _GATHER_FROM or not hasattr(sock, "sendmsg"):
         sock.sendall(b"".join(pieces))
         return
-    views: List[Any] = pieces
-    while views:
-        sent = sock.sendmsg(views)
+    buffers: List[Any] = []
+    run: List[bytes] = []
+    for piece in pieces:
+        if len(piece) < _OWN_PIECE:
+            run.append(piece)
+            continue
+        if run:
+            buffers.append(b"".join(run))
+            run = []
+        buffers.append(piece)
+    if run:
+        buffers.append(b"".join(run))
+    while buffers:
+        sent = sock.sendmsg(buffers[:_MAX_PIECES])
         index = 0
-        while index < len(views) and sent >= len(views[index]):
-            sent -= len(views[index])
+        while index < len(buffers) and sent >= len(buffers[index]):
+            sent -= len(buffers[index])
             index += 1
-        views = views[index:]
+        buffers = buffers[index:]
         if sent:
-            views[0] = memoryview(views[0])[sent:]
+            buffers[0] = memoryview(buffers[0])[sent:]
 
 
 class Session:
@@ -296,7 +309,7 @@ class Session:
         queue, sock = self._queue, self.sock
         while queue:
             pieces = [queue.popleft()]
-            while queue and len(pieces) < _MAX_PIECES:
+            while queue:  # everything queued so far goes out in one write
                 pieces.append(queue.popleft())
             try:
                 _send_pieces(sock, pieces)
