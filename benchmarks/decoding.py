@@ -74,9 +74,8 @@ def twisted_feed(data: bytes, step: Optional[int]) -> float:
             received.append(expression)
 
     decoder = Collector(isClient=0)
-    decoder.currentDialect = b"pb"
     decoder.makeConnection(_NullTransport())
-    tbanana.setPrefixLimit(64)
+    decoder.currentDialect = b"pb"  # as if the handshake had chosen it
     start = time.perf_counter()
     if step is None:
         decoder.dataReceived(data)
