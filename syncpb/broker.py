@@ -99,12 +99,12 @@ class ImportRecord:
         self.proxy: Callable[[], Any] = lambda: None
 
 
-@dataclass
+@dataclass(slots=True)
 class Ready:
     """The dialect is settled; calls may be made."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CallReceived:
     """The peer called one of our methods; run it and answer by request id."""
 
@@ -115,7 +115,7 @@ class CallReceived:
     answer_required: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class AnswerReceived:
     """A call of ours returned ``value``."""
 
@@ -123,7 +123,7 @@ class AnswerReceived:
     value: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class ErrorReceived:
     """A call of ours failed with ``error``."""
 
@@ -131,7 +131,7 @@ class ErrorReceived:
     error: BaseException
 
 
-@dataclass
+@dataclass(slots=True)
 class ProtocolViolation:
     """The peer broke the protocol; close the connection."""
 

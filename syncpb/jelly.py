@@ -227,7 +227,9 @@ class Writer:
         self._refs = {}
         self._next_ref = 0
         try:
-            out.append(self.list_header(len(items) + 1) + self._heads[head])
+            count = len(items) + 1
+            out.append((bytes((count, LIST)) if count < self._short_list
+                        else self.list_header(count)) + self._heads[head])
             value = self.value
             for item in items:
                 value(item, out)
@@ -541,6 +543,12 @@ class Reader:
 
     def raw(self) -> Any:
         """Read a plain Banana value (lists stay lists)."""
+        buf, pos = self.buf, self.pos
+        if pos + 1 < len(buf) and buf[pos] < 0x80:  # the usual field: a small int
+            kind = buf[pos + 1]
+            if kind == INT:
+                self.pos = pos + 2
+                return buf[pos]
         kind, value = self.header()
         if kind != LIST:
             return self._scalar(kind, value)
