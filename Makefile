@@ -29,7 +29,8 @@ test: $(VENV)/.test
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.bench
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --rounds 5
+	$(BIN)/python benchmarks/decoding.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -22,7 +22,6 @@ import argparse
 import time
 from typing import Callable, Dict, List, Optional
 
-from syncpb import banana
 from syncpb.broker import Broker, CallReceived
 from syncpb.flavors import Root
 

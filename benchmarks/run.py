@@ -82,9 +82,8 @@ class Proc:
         preexec = None
         if pin_cpu is not None and not shutil.which("taskset"):
             cpu = pin_cpu
-
-            def preexec():  # fallback when taskset is missing
-                os.sched_setaffinity(0, {cpu})
+            # fallback when taskset is missing
+            preexec = lambda: os.sched_setaffinity(0, {cpu})  # noqa: E731
         elif pin_cpu is not None:
             argv = ["taskset", "-c", str(pin_cpu)] + argv
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

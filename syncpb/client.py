@@ -16,7 +16,8 @@ from .broker import Broker, Limits
 from .errors import CallTimeout, ConnectionFailed, ConnectionLost
 from .jelly import SecurityOptions
 from .reference import RemoteReference
-from .session import GreenSession, Session, gevent_active
+from .green import GreenSession
+from .session import Session, gevent_active
 from .threaded import ThreadedSession
 from .transport import Address, AddressLike, open_stream, parse_address
 

@@ -7,7 +7,7 @@ A :class:`Server` publishes one root object on any number of listeners
 that calls :meth:`Server.serve_forever`, or in a background thread started
 by :meth:`Server.start`; the host program needs no monkey-patching. Each
 accepted connection gets a greenlet that reads it and a
-:class:`~syncpb.session.GreenSession`; each incoming call runs in a
+:class:`~syncpb.green.GreenSession`; each incoming call runs in a
 greenlet of its own, so a method that waits (on a gevent socket,
 ``gevent.sleep``, or a Deferred it returned) never stalls other calls on
 the same or other connections. Methods that block in ordinary, non-gevent
@@ -28,7 +28,8 @@ from typing import Any, List, Optional, Set, Tuple
 from .broker import Broker, Limits
 from .errors import SyncPBError
 from .jelly import SecurityOptions
-from .session import GreenSession, OSFlag, OSThread, _get_ident
+from .green import GreenSession
+from .session import OSFlag, OSThread, _get_ident
 from .transport import Address, AddressLike, bind_listener, parse_address
 
 __all__ = ["Server"]

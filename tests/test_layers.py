@@ -21,7 +21,7 @@ LAYER = {
     "banana": 1.0, "flavors": 1.0, "wirefailure": 1.0, "jelly": 1.1,
     "broker": 2.0,
     "failure": 3.0, "transport": 3.0, "dispatch": 3.0, "deferred": 3.1, "reference": 3.2,
-    "session": 4.0, "threaded": 4.1,
+    "session": 4.0, "threaded": 4.1, "green": 4.1,
     "client": 5.0, "server": 5.0,
     "__init__": 6.0,
 }

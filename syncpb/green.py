@@ -1,0 +1,157 @@
+"""A session driven by gevent (layer L4): inline calls, hand-off when one waits.
+
+Used by the server for every connection and by ``connect()`` inside a
+gevent program. See :class:`GreenSession` for how calls run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Any, Deque, Dict
+
+from .broker import Broker, CallReceived
+from .session import RECV_SIZE, Session, _get_ident, real
+
+__all__ = ["GreenSession"]
+
+log = logging.getLogger("syncpb")
+
+
+class _SwitchWatch:
+    """Notices when a greenlet that runs calls inline switches away.
+
+    One per OS thread (``greenlet.settrace`` is per thread). A reader
+    greenlet registers itself in :attr:`watched` while it runs calls; if it
+    switches away (the call waits for something), its session is told at
+    once, from inside the switch, and hands reading to a new greenlet.
+    """
+
+    def __init__(self) -> None:
+        import greenlet
+        self.watched: Dict[Any, "GreenSession"] = {}
+        self.previous = greenlet.settrace(self._trace)
+
+    def _trace(self, event: str, args: Any) -> None:
+        if self.watched and (event == "switch" or event == "throw"):
+            session = self.watched.pop(args[0], None)
+            if session is not None:
+                session._reader_left(args[0])
+        if self.previous is not None:
+            self.previous(event, args)
+
+
+_thread_local = real("threading", "local")()
+
+
+def _switch_watch() -> _SwitchWatch:
+    watch = getattr(_thread_local, "switch_watch", None)
+    if watch is None:
+        watch = _thread_local.switch_watch = _SwitchWatch()
+    return watch
+
+
+class GreenSession(Session):
+    """A session driven by gevent.
+
+    Incoming calls run inline in the reader greenlet, in arrival order,
+    which costs nothing extra for the usual call that does not wait. The
+    moment a call waits (a gevent sleep, socket or event, a blocking PB
+    call), a :class:`_SwitchWatch` notices the switch and a new greenlet
+    takes over reading and the remaining calls; the waiting call finishes
+    in the old greenlet, which then ends. So a slow call never stalls the
+    others, and a fast one never pays for a greenlet of its own.
+
+    Must be created in the thread that runs its hub. Calls, answers and
+    releases may come from other threads; their writes are handed to the
+    hub thread.
+    """
+
+    def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
+        import gevent
+        import gevent.lock
+        from greenlet import getcurrent
+        self._gevent = gevent
+        self._getcurrent = getcurrent
+        self._hub = gevent.get_hub()
+        self._hub_thread = _get_ident()
+        self._green_lock = gevent.lock.Semaphore()
+        self._watch = _switch_watch()
+        self._calls: Deque[CallReceived] = collections.deque()
+        self._reader: Any = None
+        self._batching = False
+        super().__init__(sock, broker, name)
+
+    def _send_lock(self) -> Any:
+        return self._green_lock
+
+    def _flush(self) -> None:
+        if _get_ident() != self._hub_thread:
+            self._hub.loop.run_callback_threadsafe(self._flush)
+        elif not (self._batching and self._getcurrent() is self._reader):
+            super()._flush()
+
+    def _kick(self) -> None:
+        self._hub.loop.run_callback_threadsafe(self._flush_released)
+
+    def _flush_released(self) -> None:
+        with self._lock:
+            self._enqueue_locked()
+        if self._queue and not self.closed:
+            self._flush()
+
+    def _dispatch(self, call: CallReceived) -> None:
+        self._calls.append(call)
+
+    def _reader_left(self, greenlet: Any) -> None:
+        """The reader switched away inside a call (runs inside the switch)."""
+        if self._reader is greenlet and not self._lost_done:
+            self._reader = None
+            self._batching = False
+            self._gevent.spawn_raw(self.run)
+
+    def start(self) -> None:
+        """Start reading in a new greenlet."""
+        self._gevent.spawn_raw(self.run)
+
+    def run(self) -> None:
+        """Read and run calls until the connection ends, or until a call
+        run here waits and another greenlet takes over (never raises)."""
+        me = self._getcurrent()
+        self._reader = me
+        self._flush()
+        sock, watched = self.sock, self._watch.watched
+        while not self._lost_done and self._reader is me:
+            if not self._calls:
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
+                data = b""
+            watched[me] = self
+            try:
+                if data:
+                    self.feed(data)
+                self._run_calls(me)
+            except Exception as exc:  # never let an error escape into the hub
+                log.exception("internal error on PB connection %s", self.name)
+                self._lost(f"internal error: {exc}", exc)
+            finally:
+                watched.pop(me, None)
+
+    def _run_calls(self, me: Any) -> None:
+        calls = self._calls
+        self._batching = True
+        try:
+            while calls and self._reader is me:
+                self.run_call(calls.popleft())
+        finally:
+            if self._reader is me:
+                self._batching = False
+        if self._queue and self._reader is me:
+            self._flush()
