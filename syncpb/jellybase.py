@@ -1,0 +1,97 @@
+"""Jelly's shared definitions: errors, placeholders, the allow-list (layer L1).
+
+See :mod:`syncpb.jelly` for how values travel; :mod:`syncpb.jellywriter`
+and :mod:`syncpb.jellyreader` hold the two directions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol
+
+from .errors import ProtocolError
+
+__all__ = ["JellyError", "Incomplete", "Unpersistable", "BASIC_TYPES", "SecurityOptions",
+           "JellyContext"]
+
+
+class JellyError(ProtocolError):
+    """A Jelly structure is malformed (wrong arity, bad text, unknown form)."""
+
+
+class Incomplete(Exception):
+    """Internal: the message being read is not complete yet."""
+
+
+class Unpersistable:
+    """Placeholder for a value the sender could not serialise.
+
+    Twisted sends ``['unpersistable', reason]`` for values it cannot or may
+    not send (instances of plain classes, subclasses of basic types).
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Unpersistable({self.reason!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Unpersistable) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
+
+
+#: List heads every PB connection accepts (Twisted's basic types plus PB's).
+BASIC_TYPES = frozenset({
+    b"None", b"unicode", b"boolean", b"list", b"tuple", b"dictionary",
+    b"set", b"frozenset", b"decimal", b"datetime", b"date", b"time",
+    b"timedelta", b"reference", b"dereference", b"unpersistable",
+    b"persistent", b"remote", b"local",
+})
+
+
+class SecurityOptions:
+    """The allow-list deciding which Jelly forms may be decoded.
+
+    Args:
+        types: allowed list heads; defaults to :data:`BASIC_TYPES`.
+
+    A dotted type tag (a Copyable's class name) is accepted only when a
+    factory was registered for it with :meth:`register`; the factory gets
+    the decoded state and returns the local object. Nothing is ever
+    imported or instantiated by name.
+    """
+
+    def __init__(self, types: Optional[Iterable[bytes]] = None) -> None:
+        self.types = set(BASIC_TYPES if types is None else types)
+        self.factories: Dict[bytes, Callable[[Any], Any]] = {}
+
+    def allow_types(self, *heads: bytes) -> None:
+        """Allow more list heads."""
+        self.types.update(heads)
+
+    def register(self, tag: bytes, factory: Callable[[Any], Any]) -> None:
+        """Accept the copy form ``[tag, state]``, built by ``factory(state)``."""
+        self.factories[tag] = factory
+
+    def copy(self) -> "SecurityOptions":
+        """Return an independent copy (for per-connection changes)."""
+        other = SecurityOptions(self.types)
+        other.factories.update(self.factories)
+        return other
+
+
+class JellyContext(Protocol):
+    """What the broker lends the codec for PB's object forms."""
+
+    def jelly_object(self, obj: Any, writer: Any, out: List[bytes]) -> bool:
+        """Encode ``obj`` if it is a PB object; return False if unknown."""
+
+    def unjelly_remote(self, oid: int, reader: Any) -> Any:
+        """Return the proxy for the peer's object ``oid`` (``['remote', oid]``)."""
+
+    def unjelly_local(self, oid: Any) -> Any:
+        """Return our own object ``oid`` coming back (``['local', oid]``)."""
