@@ -144,11 +144,16 @@ class Reader:
     def raw(self) -> Any:
         """Read a plain Banana value (lists stay lists)."""
         buf, pos = self.buf, self.pos
-        if pos + 1 < len(buf) and buf[pos] < 0x80:  # the usual field: a small int
+        if pos + 1 < len(buf) and buf[pos] < 0x80:  # the usual fields: small ints, short strings
             kind = buf[pos + 1]
             if kind == INT:
                 self.pos = pos + 2
                 return buf[pos]
+            if kind == STRING and self.size_limit >= 127:
+                end = pos + 2 + buf[pos]
+                if end <= len(buf):
+                    self.pos = end
+                    return buf[pos + 2:end]
         kind, value = self.header()
         if kind != LIST:
             return self._scalar(kind, value)
@@ -239,9 +244,14 @@ class Reader:
                         raise Incomplete()
                     self.pos = end
                     return buf[pos + 2:end]
-                if (kind == LIST and first > 1 and buf[pos + 3] == VOCAB and self._fast_heads
+                if (kind == LIST and buf[pos + 3] == VOCAB and self._fast_heads
                         and self._claim is None):
                     handler = _VOCAB_CONTAINERS.get(buf[pos + 2])
+                    if handler is not None and first == 1:  # empty: no kwargs, say
+                        if self.depth >= self.max_depth:  # still one level of nesting
+                            raise JellyError(f"value nested deeper than {self.max_depth} levels")
+                        self.pos = pos + 4
+                        return _EMPTY[buf[pos + 2]]()
                     if handler is not None:  # [list|tuple|dictionary, ...]: straight in
                         self.pos = pos + 4
                         self.depth += 1
@@ -550,3 +560,5 @@ _VOCAB_CONTAINERS: Dict[int, Callable[[Reader, int], Any]] = {
     VOCAB_INDEX[b"dictionary"]: Reader._h_dict,
 }
 _VOCAB_CONTAINER_HEADS = frozenset({b"list", b"tuple", b"dictionary"})
+_EMPTY: Dict[int, Callable[[], Any]] = {
+    VOCAB_INDEX[b"list"]: list, VOCAB_INDEX[b"tuple"]: tuple, VOCAB_INDEX[b"dictionary"]: dict}

@@ -142,6 +142,25 @@ _GATHER_FROM = 64 * 1024   # below this in total, one joined buffer is cheapest
 _OWN_PIECE = 16 * 1024     # a piece this large is written from where it is
 
 
+def _sendall(sock: Any, data: bytes) -> None:
+    """``sock.sendall(data)``, trying one direct non-blocking send first.
+
+    A gevent socket's ``sendall`` goes through several Python layers and a
+    ``getsockopt`` call; a small message nearly always fits the kernel's
+    buffer in one ``send`` on the underlying socket.
+    """
+    raw = getattr(sock, "_sock", None)  # gevent's non-blocking stdlib socket
+    if raw is not None:
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        data = memoryview(data)[sent:]
+    sock.sendall(data)
+
+
 def _send_pieces(sock: Any, pieces: List[bytes]) -> None:
     """Write ``pieces`` in order, in as few system calls as possible.
 
@@ -151,10 +170,10 @@ def _send_pieces(sock: Any, pieces: List[bytes]) -> None:
     which costs more, page faults included, than the copy itself.
     """
     if len(pieces) == 1:
-        sock.sendall(pieces[0])
+        _sendall(sock, pieces[0])
         return
     if sum(map(len, pieces)) < _GATHER_FROM or not hasattr(sock, "sendmsg"):
-        sock.sendall(b"".join(pieces))
+        _sendall(sock, b"".join(pieces))
         return
     buffers: List[Any] = []
     run: List[bytes] = []
