@@ -72,7 +72,8 @@ class Connection:
 
 def connect(address: Union[AddressLike, Address], timeout: Optional[float] = None, *,
             security: Optional[SecurityOptions] = None, limits: Limits = Limits(),
-            unsafe_tracebacks: bool = False) -> Connection:
+            unsafe_tracebacks: bool = False,
+            call_timeout: Optional[float] = None) -> Connection:
     """Connect to a PB server and wait until it is ready for calls.
 
     Args:
@@ -81,6 +82,9 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         security: the allow-list for what this connection may decode.
         limits: per-connection limits (Twisted's defaults).
         unsafe_tracebacks: send full tracebacks when our methods fail.
+        call_timeout: seconds a blocking proxy call (``ref.name(...)``,
+            ``ref.call(...)``) waits before raising CallTimeout; None (the
+            default) waits for ever. Deferreds are not affected.
 
     Raises:
         ConnectionFailed: the server cannot be reached or did not answer
@@ -101,6 +105,7 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         session.start()
     else:
         session = ThreadedSession(sock, broker, str(target))
+    session.call_timeout = call_timeout
     try:
         session.ready.result(timeout=timeout)
     except CallTimeout:

@@ -2,7 +2,10 @@
 
 ``ref.callRemote("name", *args, **kwargs)`` returns a Deferred; any other
 attribute is a blocking method, so ``ref.calculate(1, 2)`` waits for and
-returns the answer (or raises the remote exception). Two proxies are equal
+returns the answer (or raises the remote exception), for at most the
+connection's ``call_timeout``. A remote method whose name is also an
+attribute of the proxy (``call``, ``callRemote``, ``luid``,
+``notifyOnDisconnect`` ...) is reached with ``callRemote``/``call``. Two proxies are equal
 when they name the same object on the same connection.
 
 When the last Python reference to a proxy goes away, its import record is
@@ -78,7 +81,8 @@ class RemoteReference:
         session = self._pb_session
         if session.closed:
             raise DeadReferenceError("Calling Stale Broker")
-        return session.call_blocking(self._pb_record.oid, _name, args, kwargs, timeout)
+        return session.call_blocking(self._pb_record.oid, _name, args, kwargs,
+                                     session.call_timeout if timeout is None else timeout)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
@@ -88,7 +92,8 @@ class RemoteReference:
             session = self._pb_session
             if session.closed:
                 raise DeadReferenceError("Calling Stale Broker")
-            return session.call_blocking(self._pb_record.oid, name, args, kwargs)
+            return session.call_blocking(self._pb_record.oid, name, args, kwargs,
+                                         session.call_timeout)
 
         blocking_call.__name__ = name
         return blocking_call

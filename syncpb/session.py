@@ -209,6 +209,8 @@ class Session:
 
     #: The :class:`~syncpb.deferred.Waiter` set on call Deferreds (None: default).
     waiter: Any = None
+    #: Default timeout (seconds) of blocking proxy calls; None waits for ever.
+    call_timeout: Optional[float] = None
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self.sock = sock
