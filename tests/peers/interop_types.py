@@ -6,12 +6,10 @@ the module name ``interop_types`` (for example ``b'interop_types.MyError'``
 and the Copyable tag ``b'interop_types.CopyableError'``). A syncpb peer that
 wants to exchange these classes must use the same names.
 
-``sample_values()`` is the single source of truth for the values the server's
-``types()`` method returns and the client checks against.
+``sample_values()`` (from the Twisted-free ``samples`` module, re-exported
+here) is the single source of truth for the values the server's ``types()``
+method returns and both clients check against.
 """
-
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 
 from twisted.spread import pb
 
@@ -46,46 +44,8 @@ class RemoteCopyableError(CopyableError, pb.RemoteCopy):
 pb.setUnjellyableForClass(CopyableError, RemoteCopyableError)
 
 
-def make_cycle():
-    """A list that contains itself."""
-    cycle = []
-    cycle.append(cycle)
-    return cycle
+# The expected values live in a Twisted-free module shared with the syncpb side.
+from samples import make_cycle, make_shared, sample_values  # noqa: E402,F401 (re-export)
 
-
-def make_shared():
-    """A list holding the same sub-list twice."""
-    inner = [1, 2]
-    return [inner, inner]
-
-
-def sample_values():
-    """One value of every Jelly type, keyed by a short name."""
-    return {
-        "none": None,
-        "true": True,
-        "false": False,
-        "int": 42,
-        "neg": -7,
-        "big": 2**400,
-        "negbig": -(2**400),
-        "float": 3.25,
-        "str": "hello",
-        "nonascii": "héllo wörld ✓ 日本",
-        "empty_str": "",
-        "bytes": b"\x00\xffabc",
-        "vocab_bytes": b"list",
-        "list": [1, "two", b"three", None, [4.5]],
-        "tuple": (1, "a", (2, 3)),
-        "dict_tuple_key": {(1, 2): "x"},
-        "set": {1, 2, 3},
-        "frozenset": frozenset({"a", "b"}),
-        "decimal": Decimal("3.14"),
-        "negdecimal": Decimal("-1.5E+3"),
-        "datetime": datetime(2024, 1, 2, 3, 4, 5, 678901),
-        "date": date(2024, 2, 29),
-        "time": time(23, 59, 58, 123456),
-        "timedelta": timedelta(days=-1, seconds=5, microseconds=7),
-        "shared": make_shared(),
-        "cycle": make_cycle(),
-    }
+__all__ = ["MyError", "CopyableError", "RemoteCopyableError", "make_cycle",
+           "make_shared", "sample_values"]

@@ -26,7 +26,6 @@ stderr.
 import argparse
 import gc
 import json
-import math
 import os
 import sys
 import time
@@ -41,14 +40,10 @@ from twisted.python import reflect  # noqa: E402
 from twisted.spread import pb  # noqa: E402
 
 import interop_types  # noqa: E402
+from samples import mismatch, short, structure_problem  # noqa: E402
 
 
 # -- helpers -----------------------------------------------------------------
-
-
-def short(value, limit=300):
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def type_name(failure):
@@ -59,70 +54,6 @@ def type_name(failure):
     if isinstance(kind, type):
         return reflect.qual(kind)
     return str(kind)
-
-
-def mismatch(expected, got, path="value", memo=None):
-    """None if `got` equals `expected` with exactly the same types all the
-    way down, else a description of the first difference. Cycles are
-    handled by remembering the pairs already being compared."""
-    if memo is None:
-        memo = set()
-    if type(expected) is not type(got):
-        return (
-            f"{path}: got {type(got).__name__} {short(got)}, "
-            f"expected {type(expected).__name__} {short(expected)}"
-        )
-    pair = (id(expected), id(got))
-    if pair in memo:
-        return None
-    if isinstance(expected, (list, tuple)):
-        memo.add(pair)
-        if len(expected) != len(got):
-            return f"{path}: got length {len(got)}, expected {len(expected)}"
-        for i, (e, g) in enumerate(zip(expected, got)):
-            problem = mismatch(e, g, f"{path}[{i}]", memo)
-            if problem:
-                return problem
-        return None
-    if isinstance(expected, dict):
-        memo.add(pair)
-        if len(expected) != len(got):
-            return f"{path}: got {len(got)} keys {short(list(got))}, expected {len(expected)}"
-        for key, e in expected.items():
-            matches = [k for k in got if k == key and mismatch(key, k) is None]
-            if not matches:
-                return f"{path}: key {short(key)} missing (keys: {short(list(got))})"
-            problem = mismatch(e, got[matches[0]], f"{path}[{key!r}]", memo)
-            if problem:
-                return problem
-        return None
-    if isinstance(expected, (set, frozenset)):
-        if expected != got:
-            return f"{path}: got {short(got)}, expected {short(expected)}"
-        for e in expected:
-            g = next(g for g in got if g == e)
-            problem = mismatch(e, g, f"{path}{{{e!r}}}")
-            if problem:
-                return problem
-        return None
-    if isinstance(expected, float) and math.isnan(expected) and math.isnan(got):
-        return None
-    if expected != got:
-        return f"{path}: got {short(got)}, expected {short(expected)}"
-    return None
-
-
-def structure_problem(name, value):
-    """Identity checks for the values whose point is object identity."""
-    if name == "cycle":
-        if isinstance(value, list) and len(value) == 1 and value[0] is value:
-            return None
-        return f"cycle: r[0] is not r ({short(value)})"
-    if name == "shared":
-        if isinstance(value, list) and len(value) == 2 and value[0] is value[1]:
-            return None
-        return f"shared: r[0] is not r[1] ({short(value)})"
-    return None
 
 
 def settle(callable_, *args, **kwargs):
