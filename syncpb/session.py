@@ -433,11 +433,13 @@ class Session:
             self.sock.shutdown(stdlib_socket.SHUT_RDWR)
         except OSError:
             pass
-        self._closed_socket()
+        # Fail the waiting calls before waking their threads, so each one
+        # wakes to its ConnectionLost rather than to an unanswered call.
         for d in pending.values():
             error = ConnectionLost(f"connection to {self.name} lost: {reason}")
             error.__cause__ = cause
             d.errback(Failure(error))
+        self._closed_socket()
         if not self.ready.called:
             self.ready.errback(Failure(ConnectionLost(f"connection to {self.name} lost: {reason}")))
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []

@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Optional
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
-from .errors import CallTimeout, DeadReferenceError
+from .errors import CallTimeout, ConnectionLost, DeadReferenceError
 from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
@@ -175,6 +175,8 @@ class ThreadedSession(Session):
         if not slot.done:
             with self._lock:
                 self._pending.pop(request_id, None)
+            if self._lost_done:
+                raise ConnectionLost(f"connection to {self.name} lost during {name!r}")
             raise CallTimeout(f"no answer to {name!r} within {timeout} seconds")
         if slot.ok:
             return slot.value
@@ -198,6 +200,16 @@ class ThreadedSession(Session):
                 with self._state:
                     if me in self._followers:
                         self._followers.remove(me)
+                    leaving = me.done or (deadline is not None and _monotonic() >= deadline)
+                    if leaving and self._leader is None:
+                        self._wake_next_locked()  # the wake-up may have been meant to lead
+
+    def _wake_next_locked(self) -> None:
+        """Wake one follower still waiting, so that someone leads (state lock held)."""
+        for follower in self._followers:
+            if not follower.done:
+                follower.wake()
+                return
 
     def _try_lead(self, me: _Follower) -> str:
         with self._state:
@@ -216,10 +228,7 @@ class ThreadedSession(Session):
         with self._state:
             self._leader = self._leader_thread = None
             self._released_at = _monotonic()
-            for follower in self._followers:
-                if not follower.done:
-                    follower.wake()
-                    return
+            self._wake_next_locked()
 
     def _lead(self, me: _Follower, deadline: Optional[float]) -> None:
         sock = self.sock
