@@ -54,6 +54,7 @@ class OrderedDispatcher:
         self._idle: List[_Worker] = []
         self._closed = False
         self._count = 0
+        self._threads: List[threading.Thread] = []
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job``; it runs after every job submitted before it started."""
@@ -72,6 +73,8 @@ class OrderedDispatcher:
             self._closed = True
             self._queue.clear()
             idle, self._idle = self._idle, []
+            if self._active is not None:
+                idle.append(self._active)  # it may be waiting for work: let it end too
         for worker in idle:
             worker.wake.set()
 
@@ -86,6 +89,7 @@ class OrderedDispatcher:
         self._count += 1
         thread = threading.Thread(target=self._run, args=(worker,),
                                   name=f"{self.name}-{self._count}", daemon=True)
+        self._threads.append(thread)
         thread.start()
 
     def _step_down(self, worker: _Worker) -> None:
@@ -95,6 +99,11 @@ class OrderedDispatcher:
                 self._active = None
                 if self._queue:
                     self._activate_locked()
+
+    @property
+    def threads(self) -> List[threading.Thread]:
+        """The worker threads started so far (for tests and debugging)."""
+        return list(self._threads)
 
     def _run(self, worker: _Worker) -> None:
         while True:

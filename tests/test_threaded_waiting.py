@@ -93,3 +93,27 @@ def test_connection_loss_reaches_blocked_callers_as_connection_lost(server_facto
         thread.join(10)
     assert len(errors) == 4
     assert all(isinstance(e, syncpb.ConnectionLost) for e in errors), errors
+
+
+class Caller(syncpb.Root):
+    """Calls back the client's object it is given."""
+
+    def remote_ping_me(self, ref):
+        return ref.callRemote("ping").result(timeout=10)
+
+
+class Pingable(syncpb.Referenceable):
+    def remote_ping(self):
+        return "pong"
+
+
+def test_closing_ends_the_dispatcher_threads(server_factory):
+    _, address = server_factory(Caller())
+    conn = syncpb.connect(address, timeout=5)
+    assert conn.root.ping_me(Pingable()) == "pong"  # the server's call ran on a worker
+    workers = conn._session._dispatcher.threads
+    assert workers and all(thread.is_alive() for thread in workers)
+    conn.close()
+    for thread in workers:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in workers)
