@@ -75,21 +75,20 @@ class GreenSession(Session):
         self._getcurrent = getcurrent
         self._hub = gevent.get_hub()
         self._hub_thread = _get_ident()
-        self._green_lock = gevent.lock.Semaphore()
+        self._send_mutex = gevent.lock.Semaphore()
         self._watch = _switch_watch()
         self._calls: Deque[CallReceived] = collections.deque()
         self._reader: Any = None
         self._batching = False
         super().__init__(sock, broker, name)
 
-    def _send_lock(self) -> Any:
-        return self._green_lock
 
     def _flush(self) -> None:
         if _get_ident() != self._hub_thread:
             self._hub.loop.run_callback_threadsafe(self._flush)
         elif not (self._batching and self._getcurrent() is self._reader):
-            super()._flush()
+            with self._send_mutex:
+                self._write_queue()
 
     def _kick(self) -> None:
         self._hub.loop.run_callback_threadsafe(self._flush_released)

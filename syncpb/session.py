@@ -219,6 +219,8 @@ class Session:
         self.closed = False
         self.ready = Deferred()
         self.ready._waiter = self.waiter
+        #: gevent's non-blocking socket under a cooperative one, for direct sends
+        self._raw_sock: Any = getattr(sock, "_sock", None)
         self._lock = _allocate_lock()
         self._pending: Dict[int, Deferred] = {}
         self._queue: Deque[bytes] = collections.deque()
@@ -237,9 +239,6 @@ class Session:
         so it must only queue the call, never run it)."""
         raise NotImplementedError
 
-    def _send_lock(self) -> Any:
-        """The lock serialising writes to the socket."""
-        raise NotImplementedError
 
     def _kick(self) -> None:
         """Ask for queued broker output (decrefs) to be written soon."""
@@ -308,8 +307,8 @@ class Session:
             self._queue.extend(pieces)
 
     def _flush(self) -> None:
-        """Write everything queued, in order."""
-        with self._send_lock():
+        """Write everything queued, in order (under the send lock)."""
+        with self._send_mutex:
             self._write_queue()
 
     def _try_flush(self) -> None:
@@ -319,21 +318,32 @@ class Session:
                 self._enqueue_locked()
             finally:
                 self._lock.release()
-        lock = self._send_lock()
-        if lock.acquire(False):
+        if self._send_mutex.acquire(False):
             try:
                 self._write_queue()
             finally:
-                lock.release()
+                self._send_mutex.release()
 
     def _write_queue(self) -> None:
-        queue, sock = self._queue, self.sock
+        """Send the queue in as few writes as possible (send lock held)."""
+        queue = self._queue
         while queue:
             pieces = [queue.popleft()]
             while queue:  # everything queued so far goes out in one write
                 pieces.append(queue.popleft())
             try:
-                _send_pieces(sock, pieces)
+                if len(pieces) > 1:
+                    _send_pieces(self.sock, pieces)
+                elif self._raw_sock is None:  # a plain blocking socket
+                    self.sock.sendall(pieces[0])
+                else:  # gevent: one direct send nearly always suffices
+                    data = pieces[0]
+                    try:
+                        sent = self._raw_sock.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        self.sock.sendall(memoryview(data)[sent:])
             except OSError as exc:
                 queue.clear()
                 self._lost(f"write failed: {exc}", exc)

@@ -101,7 +101,7 @@ class ThreadedSession(Session):
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self._state = _allocate_lock()
-        self._send = _allocate_lock()
+        self._send_mutex = _allocate_lock()
         self._leader: Optional[_Follower] = None
         self._leader_thread: Optional[int] = None
         self._followers: List[_Follower] = []
@@ -125,8 +125,6 @@ class ThreadedSession(Session):
             self._started = True
         self._background.start()
 
-    def _send_lock(self) -> Any:
-        return self._send
 
     def _sent_call(self) -> None:
         # Like Nagle's rule: while earlier calls are still in flight, hold a
