@@ -182,6 +182,7 @@ class Broker:
         self._imports: Dict[int, ImportRecord] = {}
         self._waiting: set = set()
         self._incoming = 0
+        self._max_incoming = limits.max_incoming_calls
         if root is not None:
             published = root.rootObject(self) if isinstance(root, Root) else root
             self._exports[b"root"] = [published, None]
@@ -220,6 +221,11 @@ class Broker:
     def data_to_send(self) -> bytes:
         """Return (and forget) the bytes produced so far."""
         return b"".join(self.pieces_to_send())
+
+    @property
+    def has_output(self) -> bool:
+        """True when :meth:`pieces_to_send` would return something."""
+        return bool(self._out or self.released)
 
     def pieces_to_send(self) -> List[bytes]:
         """Return (and forget) the bytes produced so far, as pieces.
@@ -352,7 +358,8 @@ class Broker:
             raise ProtocolError(f"peer speaks PB version {version!r}, not {PROTOCOL_VERSION}")
 
     def _on_message(self, reader: Reader, count: int, events: List[Event]) -> None:
-        self._fields(reader, count, 6, "message")
+        if count != 6:
+            self._fields(reader, count, 6, "message")
         request_id = reader.raw()
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
@@ -379,7 +386,8 @@ class Broker:
             self._reply_error(request_id, answer_required, exc)
             self._violation(f"refused type in arguments: {exc}", events)
             return
-        self._commit(reader)
+        if reader.imported:
+            self._commit(reader)
         self._deliver_call(request_id, entry[0], method_name, args, kwargs, answer_required,
                            events)
 
@@ -395,8 +403,9 @@ class Broker:
                               TypeError("arguments must be a tuple and a dictionary"))
             return
         try:
-            kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
-                      for k, v in kwargs.items()}
+            if kwargs:
+                kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
+                          for k, v in kwargs.items()}
         except UnicodeDecodeError:
             self._reply_error(request_id, answer_required,
                               TypeError("keyword argument names must be UTF-8 text"))
@@ -406,7 +415,7 @@ class Broker:
             self._reply_error(request_id, answer_required,
                               NoSuchMethod(f"No such method: remote_{name}"))
             return
-        limit = self.limits.max_incoming_calls
+        limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
             self._reply_error(request_id, answer_required,
                               Error(f"more than {limit} calls in progress on this connection"))
@@ -596,7 +605,7 @@ class Broker:
             self._pending_exports = []
         return out
 
-    def _encode_parts(self, values: List[Any]) -> List[bytes]:
+    def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
         out: List[bytes] = []
         self._pending_exports = []
         try:
@@ -605,9 +614,10 @@ class Broker:
         except BaseException:
             self._rollback_exports()
             raise
-        for oid in self._pending_exports:
-            self._exports[oid][1] += 1
-        self._pending_exports = []
+        if self._pending_exports:
+            for oid in self._pending_exports:
+                self._exports[oid][1] += 1
+            self._pending_exports = []
         return out
 
     def _rollback_exports(self) -> None:
@@ -624,13 +634,14 @@ class Broker:
         A value that cannot be sent is reported to the caller as an error
         instead (Twisted would drop the connection).
         """
-        self._incoming = max(0, self._incoming - 1)
+        if self._incoming:
+            self._incoming -= 1
         if self._state != _READY:
             return
         if self.released:
             self._send_decrefs()
         try:
-            body = self._encode_parts([value])
+            body = self._encode_parts((value,))
         except (BananaError, TypeError, Error) as exc:
             log.error("answer to request %r could not be sent: %s", request_id, exc)
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))

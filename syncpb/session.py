@@ -354,8 +354,10 @@ class Session:
     def feed(self, data: bytes) -> None:
         """Process received bytes: resolve answers, dispatch calls."""
         with self._lock:
-            events = self.broker.receive_data(data)
-            self._enqueue_locked()
+            broker = self.broker
+            events = broker.receive_data(data)
+            if broker.has_output:
+                self._queue.extend(broker.pieces_to_send())
             answers: List[Tuple[Any, Any, bool]] = []
             violation: Optional[ProtocolViolation] = None
             for event in events:
@@ -407,11 +409,12 @@ class Session:
         with self._lock:
             if self._lost_done:
                 return
+            broker = self.broker
             if ok:
-                self.broker.answer(call.request_id, value)
+                broker.answer(call.request_id, value)
             else:
-                self.broker.fail(call.request_id, value)
-            self._enqueue_locked()
+                broker.fail(call.request_id, value)
+            self._queue.extend(broker.pieces_to_send())
         self._flush()
 
     # ------------------------------------------------------------ ending

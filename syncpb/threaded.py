@@ -164,9 +164,10 @@ class ThreadedSession(Session):
         with self._lock:
             if self.closed:
                 raise DeadReferenceError("Calling Stale Broker")
-            request_id = self.broker.call(oid, name, args, kwargs)
+            broker = self.broker
+            request_id = broker.call(oid, name, args, kwargs)
             self._pending[request_id] = slot
-            self._enqueue_locked()
+            self._queue.extend(broker.pieces_to_send())
         self._flush()
         before_blocking()
         self._wait(slot, None if timeout is None else _monotonic() + timeout)
