@@ -87,16 +87,13 @@ class RemoteReference:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
             raise AttributeError(name)
-
-        def blocking_call(*args: Any, **kwargs: Any) -> Any:
-            session = self._pb_session
-            if session.closed:
-                raise DeadReferenceError("Calling Stale Broker")
-            return session.call_blocking(self._pb_record.oid, name, args, kwargs,
-                                         session.call_timeout)
-
-        blocking_call.__name__ = name
-        return blocking_call
+        # Define the blocking method on the class, so later lookups of this
+        # name find it directly instead of failing into __getattr__ (which
+        # costs an AttributeError per call). It is a plain function taking
+        # ``self``: no reference cycle keeps a dropped proxy alive.
+        method = _blocking_method(name)
+        setattr(RemoteReference, name, method)
+        return method.__get__(self, RemoteReference)
 
     def notifyOnDisconnect(self, callback: Callable[["RemoteReference"], Any]) -> None:  # noqa: N802
         """Call ``callback(self)`` when the connection is lost."""
@@ -132,3 +129,17 @@ class RemoteReference:
                 self._pb_session.release(self._pb_record)
             except Exception:  # interpreter shutdown, session gone
                 pass
+
+
+def _blocking_method(name: str) -> Callable[..., Any]:
+    """The blocking proxy method for remote method ``name``."""
+
+    def blocking_call(self: RemoteReference, *args: Any, **kwargs: Any) -> Any:
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        return session.call_blocking(self._pb_record.oid, name, args, kwargs,
+                                     session.call_timeout)
+
+    blocking_call.__name__ = blocking_call.__qualname__ = name
+    return blocking_call

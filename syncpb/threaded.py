@@ -227,10 +227,11 @@ class ThreadedSession(Session):
         with self._state:
             self._leader = self._leader_thread = None
             self._released_at = _monotonic()
-            self._wake_next_locked()
+            if self._followers:
+                self._wake_next_locked()
 
     def _lead(self, me: _Follower, deadline: Optional[float]) -> None:
-        sock = self.sock
+        sock, feed = self.sock, self.feed
         while not me.done and not self._lost_done:
             if deadline is not None:
                 remaining = deadline - _monotonic()
@@ -239,7 +240,19 @@ class ThreadedSession(Session):
                 ready, _, _ = select.select([sock], [], [], remaining)
                 if not ready:
                     return
-            if not self._receive_once(sock):
+            try:  # _receive_once, inline: this loop is the hot path of a blocking call
+                data = sock.recv(RECV_SIZE)
+            except OSError as exc:
+                self._lost(f"read failed: {exc}", exc)
+                return
+            if not data:
+                self._lost("closed by peer", None)
+                return
+            try:
+                feed(data)
+            except Exception as exc:
+                log.exception("internal error on PB connection %s", self.name)
+                self._lost(f"internal error: {exc}", exc)
                 return
 
     def _receive_once(self, sock: Any) -> bool:
