@@ -646,8 +646,12 @@ class Broker:
             log.error("answer to request %r could not be sent: %s", request_id, exc)
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
             return
-        self._out.append(self._answer_head + self._writer.int_token(request_id))
-        self._out.extend(body)
+        head = self._answer_head + self._writer.int_token(request_id)
+        if len(body) == 1:  # the usual small answer: one piece, one direct send
+            self._out.append(head + body[0])
+        else:
+            self._out.append(head)
+            self._out.extend(body)
 
     def fail(self, request_id: Any, exc: BaseException) -> None:
         """Queue the failure of the peer's call ``request_id``."""

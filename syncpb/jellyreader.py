@@ -208,8 +208,10 @@ class Reader:
                 refuses to build (an unhashable set member, a year 10**9).
             InsecureJelly: a form the allow-list refuses.
         """
-        self._refs = {}
-        self._pending = {}
+        if self._refs:
+            self._refs = {}
+        if self._pending:
+            self._pending = {}
         try:
             value = self.value()
         except (TypeError, ValueError, OverflowError, ArithmeticError, LookupError) as exc:

@@ -41,6 +41,8 @@ def _string_token(data: bytes, vocab: bool, size_limit: int) -> bytes:
 
 
 _SMALL_INTS = tuple(bytes((i, INT)) for i in range(128))
+#: Types whose Jelly form never takes part in reference numbering.
+_SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
 _STR_CACHE_MAX = 8192
 _STR_CACHEABLE = 40
 
@@ -91,19 +93,25 @@ class Writer:
             BananaError: a limit is broken or the nesting is too deep.
             TypeError: the value has no Jelly form.
         """
-        self._refs = {}
+        if type(obj) in _SCALARS:  # nothing to share or number: no table needed
+            self.value(obj, out)
+            return
+        if self._refs:
+            self._refs = {}
         self._next_ref = 0
         try:
             self.value(obj, out)
         except RecursionError:
             raise BananaError("value nested too deeply to send") from None
         finally:
-            self._refs = {}
+            if self._refs:
+                self._refs = {}  # drop the objects it kept alive
 
     def write_items(self, head: bytes, items: Any, out: List[bytes]) -> None:
         """Append a fresh serialisation of a container no item can refer to
         (call arguments): no reference slot is reserved for the container."""
-        self._refs = {}
+        if self._refs:
+            self._refs = {}
         self._next_ref = 0
         try:
             count = len(items) + 1
@@ -115,7 +123,8 @@ class Writer:
         except RecursionError:
             raise BananaError("value nested too deeply to send") from None
         finally:
-            self._refs = {}
+            if self._refs:
+                self._refs = {}
 
     def word(self, word: bytes) -> bytes:
         """Token of a bare protocol string in this dialect."""
