@@ -575,9 +575,13 @@ class Broker:
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[(oid, name)] = target
-        self._out.append(self._message_head + writer.int_token(request_id) + target
-                         + (b"\x01\x81" if answer_required else b"\x00\x81"))
-        self._out.extend(body)
+        head = (self._message_head + writer.int_token(request_id) + target
+                + (b"\x01\x81" if answer_required else b"\x00\x81"))
+        if len(body) <= 8:  # a small call is one piece: one plain send
+            self._out.append(head + b"".join(body))
+        else:
+            self._out.append(head)
+            self._out.extend(body)
         if answer_required:
             self._waiting.add(request_id)
         return request_id

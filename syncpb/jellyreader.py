@@ -149,6 +149,14 @@ class Reader:
             if kind == INT:
                 self.pos = pos + 2
                 return buf[pos]
+            if kind < 0x80 and pos + 2 < len(buf):  # request ids: 2- and 3-byte prefixes
+                third = buf[pos + 2]
+                if third == INT:
+                    self.pos = pos + 3
+                    return buf[pos] | kind << 7
+                if third < 0x80 and pos + 3 < len(buf) and buf[pos + 3] == INT:
+                    self.pos = pos + 4
+                    return buf[pos] | kind << 7 | third << 14
             if kind == STRING and self.size_limit >= 127:
                 end = pos + 2 + buf[pos]
                 if end <= len(buf):

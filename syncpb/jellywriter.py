@@ -136,6 +136,8 @@ class Writer:
             return _SMALL_INTS[n]
         if 0 < n < 16384:
             return bytes((n & 0x7F, n >> 7, INT))
+        if 0 < n < 2097152:  # request ids of a long-lived connection
+            return bytes((n & 0x7F, (n >> 7) & 0x7F, n >> 14, INT))
         return encode_int(n, self.prefix_limit)
 
     # -- the value dispatcher (hot path)
