@@ -364,7 +364,9 @@ class Broker:
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
         oid = reader.raw()
-        name = reader.raw_bytes()
+        name = reader.raw()
+        if type(name) is not bytes:
+            raise ProtocolError(f"method name {name!r} is not a byte string")
         answer_required = bool(reader.raw())
         try:
             method_name = name.decode("utf-8")

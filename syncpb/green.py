@@ -84,9 +84,11 @@ class GreenSession(Session):
 
 
     def _flush(self) -> None:
+        if self._batching and self._getcurrent() is self._reader:
+            return  # the reader writes once, after the whole batch of calls
         if _get_ident() != self._hub_thread:
             self._hub.loop.run_callback_threadsafe(self._flush)
-        elif not (self._batching and self._getcurrent() is self._reader):
+        else:
             with self._send_mutex:
                 self._write_queue()
 

@@ -396,21 +396,24 @@ class Reader:
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
-        self._check_items(items, "tuple")
+        if self._pending:
+            self._check_items(items, "tuple")
         return tuple(items)
 
     def _h_set(self, count: int) -> set:
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
-        self._check_items(items, "set")
+        if self._pending:
+            self._check_items(items, "set")
         return set(items)
 
     def _h_frozenset(self, count: int) -> frozenset:
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
-        self._check_items(items, "frozenset")
+        if self._pending:
+            self._check_items(items, "frozenset")
         return frozenset(items)
 
     def _h_dict(self, count: int) -> dict:
