@@ -58,6 +58,9 @@ __all__ = [
 log = logging.getLogger("syncpb")
 
 PROTOCOL_VERSION = 6
+#: A call or answer smaller than this is written as one piece; a larger one
+#: keeps its payload pieces apart, so they are never copied into a new buffer.
+_ONE_PIECE = 4096
 
 
 @dataclass(frozen=True)
@@ -579,7 +582,7 @@ class Broker:
             self._call_targets[(oid, name)] = target
         head = (self._message_head + writer.int_token(request_id) + target
                 + (b"\x01\x81" if answer_required else b"\x00\x81"))
-        if len(body) <= 8:  # a small call is one piece: one plain send
+        if len(body) <= 8 and sum(map(len, body)) < _ONE_PIECE:  # small: one plain send
             self._out.append(head + b"".join(body))
         else:
             self._out.append(head)
@@ -653,7 +656,7 @@ class Broker:
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
             return
         head = self._answer_head + self._writer.int_token(request_id)
-        if len(body) == 1:  # the usual small answer: one piece, one direct send
+        if len(body) == 1 and len(body[0]) < _ONE_PIECE:  # small: one piece, one send
             self._out.append(head + body[0])
         else:
             self._out.append(head)
