@@ -597,29 +597,28 @@ class Broker:
         The argument tuple is new and unreachable from its items, so it
         needs no reference slot; empty keyword arguments are a constant.
         """
-        writer, out = self._writer, []
-        self._pending_exports = []
-        try:
+        def encode(writer: Writer, out: List[bytes]) -> None:
             writer.write_items(b"tuple", args, out)
             if kwargs:
                 writer.write(dict(kwargs), out)
             else:
                 out.append(self._empty_kwargs)
-        except BaseException:
-            self._rollback_exports()
-            raise
-        if self._pending_exports:
-            for oid in self._pending_exports:
-                self._exports[oid][1] += 1
-            self._pending_exports = []
-        return out
+
+        return self._encoded(encode)
 
     def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
+        def encode(writer: Writer, out: List[bytes]) -> None:
+            for value in values:
+                writer.write(value, out)
+
+        return self._encoded(encode)
+
+    def _encoded(self, encode: Callable[[Writer, List[bytes]], None]) -> List[bytes]:
+        """Run ``encode``; count the references it exported only if it succeeds."""
         out: List[bytes] = []
         self._pending_exports = []
         try:
-            for value in values:
-                self._writer.write(value, out)
+            encode(self._writer, out)
         except BaseException:
             self._rollback_exports()
             raise

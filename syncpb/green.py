@@ -7,15 +7,13 @@ gevent program. See :class:`GreenSession` for how calls run.
 from __future__ import annotations
 
 import collections
-import logging
 from typing import Any, Deque, Dict
 
 from .broker import Broker, CallReceived
-from .session import RECV_SIZE, Session, _get_ident, real
+from .session import Session, _get_ident, real
 
 __all__ = ["GreenSession"]
 
-log = logging.getLogger("syncpb")
 
 
 class _SwitchWatch:
@@ -124,13 +122,8 @@ class GreenSession(Session):
         sock, watched = self.sock, self._watch.watched
         while not self._lost_done and self._reader is me:
             if not self._calls:
-                try:
-                    data = sock.recv(RECV_SIZE)
-                except OSError as exc:
-                    self._lost(f"read failed: {exc}", exc)
-                    return
-                if not data:
-                    self._lost("closed by peer", None)
+                data = self._recv(sock)
+                if data is None:
                     return
             else:
                 data = b""
@@ -140,8 +133,7 @@ class GreenSession(Session):
                     self.feed(data)
                 self._run_calls(me)
             except Exception as exc:  # never let an error escape into the hub
-                log.exception("internal error on PB connection %s", self.name)
-                self._lost(f"internal error: {exc}", exc)
+                self._internal_error(exc)
             finally:
                 watched.pop(me, None)
 

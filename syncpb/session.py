@@ -384,6 +384,23 @@ class Session:
             log.warning("closing PB connection %s: %s", self.name, violation.error)
             self._lost(f"protocol violation: {violation.error}", violation.error)
 
+    def _recv(self, sock: Any) -> Optional[bytes]:
+        """Read once; None when the connection has ended (it is then torn down)."""
+        try:
+            data = sock.recv(RECV_SIZE)
+        except OSError as exc:
+            self._lost(f"read failed: {exc}", exc)
+            return None
+        if not data:
+            self._lost("closed by peer", None)
+            return None
+        return data
+
+    def _internal_error(self, exc: Exception) -> None:
+        """A bug of ours while handling this connection: log it, end only it."""
+        log.exception("internal error on PB connection %s", self.name)
+        self._lost(f"internal error: {exc}", exc)
+
     def run_call(self, call: CallReceived) -> None:
         """Run an incoming call and send its answer (the dispatchers' job)."""
         try:

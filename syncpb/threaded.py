@@ -34,7 +34,6 @@ the same thread. Incoming calls run on an
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import time
@@ -44,11 +43,10 @@ from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
-from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
+from .session import OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
 
-log = logging.getLogger("syncpb")
 
 #: How long the connection must be leaderless before the background reader leads.
 GRACE = 0.002
@@ -231,7 +229,7 @@ class ThreadedSession(Session):
                 self._wake_next_locked()
 
     def _lead(self, me: _Follower, deadline: Optional[float]) -> None:
-        sock, feed = self.sock, self.feed
+        sock = self.sock
         while not me.done and not self._lost_done:
             if deadline is not None:
                 remaining = deadline - _monotonic()
@@ -240,35 +238,17 @@ class ThreadedSession(Session):
                 ready, _, _ = select.select([sock], [], [], remaining)
                 if not ready:
                     return
-            try:  # _receive_once, inline: this loop is the hot path of a blocking call
-                data = sock.recv(RECV_SIZE)
-            except OSError as exc:
-                self._lost(f"read failed: {exc}", exc)
-                return
-            if not data:
-                self._lost("closed by peer", None)
-                return
-            try:
-                feed(data)
-            except Exception as exc:
-                log.exception("internal error on PB connection %s", self.name)
-                self._lost(f"internal error: {exc}", exc)
+            if not self._receive_once(sock):
                 return
 
     def _receive_once(self, sock: Any) -> bool:
-        try:
-            data = sock.recv(RECV_SIZE)
-        except OSError as exc:
-            self._lost(f"read failed: {exc}", exc)
-            return False
-        if not data:
-            self._lost("closed by peer", None)
+        data = self._recv(sock)
+        if data is None:
             return False
         try:
             self.feed(data)
-        except Exception as exc:  # an internal error ends this connection, not the caller
-            log.exception("internal error on PB connection %s", self.name)
-            self._lost(f"internal error: {exc}", exc)
+        except Exception as exc:  # a bug of ours ends this connection, not the caller
+            self._internal_error(exc)
             return False
         return True
 
