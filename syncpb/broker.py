@@ -58,9 +58,6 @@ __all__ = [
 log = logging.getLogger("syncpb")
 
 PROTOCOL_VERSION = 6
-#: A call or answer smaller than this is written as one piece; a larger one
-#: keeps its payload pieces apart, so they are never copied into a new buffer.
-_ONE_PIECE = 4096
 
 
 @dataclass(frozen=True)
@@ -582,7 +579,7 @@ class Broker:
             self._call_targets[(oid, name)] = target
         head = (self._message_head + writer.int_token(request_id) + target
                 + (b"\x01\x81" if answer_required else b"\x00\x81"))
-        if len(body) <= 8 and sum(map(len, body)) < _ONE_PIECE:  # small: one plain send
+        if len(body) <= 8 and not writer.wrote_large:  # small: one piece, one plain send
             self._out.append(head + b"".join(body))
         else:
             self._out.append(head)
@@ -597,36 +594,41 @@ class Broker:
         The argument tuple is new and unreachable from its items, so it
         needs no reference slot; empty keyword arguments are a constant.
         """
-        def encode(writer: Writer, out: List[bytes]) -> None:
+        writer, out = self._writer, []
+        self._pending_exports = []
+        writer.wrote_large = False  # a large piece keeps the message in pieces
+        try:
             writer.write_items(b"tuple", args, out)
             if kwargs:
                 writer.write(dict(kwargs), out)
             else:
                 out.append(self._empty_kwargs)
-
-        return self._encoded(encode)
-
-    def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
-        def encode(writer: Writer, out: List[bytes]) -> None:
-            for value in values:
-                writer.write(value, out)
-
-        return self._encoded(encode)
-
-    def _encoded(self, encode: Callable[[Writer, List[bytes]], None]) -> List[bytes]:
-        """Run ``encode``; count the references it exported only if it succeeds."""
-        out: List[bytes] = []
-        self._pending_exports = []
-        try:
-            encode(self._writer, out)
         except BaseException:
             self._rollback_exports()
             raise
         if self._pending_exports:
-            for oid in self._pending_exports:
-                self._exports[oid][1] += 1
-            self._pending_exports = []
+            self._commit_exports()
         return out
+
+    def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
+        writer, out = self._writer, []
+        self._pending_exports = []
+        writer.wrote_large = False
+        try:
+            for value in values:
+                writer.write(value, out)
+        except BaseException:
+            self._rollback_exports()
+            raise
+        if self._pending_exports:
+            self._commit_exports()
+        return out
+
+    def _commit_exports(self) -> None:
+        """The message was encoded: count the references it exported."""
+        for oid in self._pending_exports:
+            self._exports[oid][1] += 1
+        self._pending_exports = []
 
     def _rollback_exports(self) -> None:
         for oid in self._pending_exports:
@@ -655,7 +657,7 @@ class Broker:
             self._send_error(request_id, type(exc)(f"result could not be sent: {exc}"))
             return
         head = self._answer_head + self._writer.int_token(request_id)
-        if len(body) == 1 and len(body[0]) < _ONE_PIECE:  # small: one piece, one send
+        if len(body) == 1 and not self._writer.wrote_large:  # small: one piece, one send
             self._out.append(head + body[0])
         else:
             self._out.append(head)

@@ -41,6 +41,8 @@ def _string_token(data: bytes, vocab: bool, size_limit: int) -> bytes:
 
 
 _SMALL_INTS = tuple(bytes((i, INT)) for i in range(128))
+#: A piece at least this long must not be copied into a joined message.
+_LARGE_PIECE = 4096
 #: Types whose Jelly form never takes part in reference numbering.
 _SCALARS = frozenset({int, str, bytes, float, bool, type(None)})
 _STR_CACHE_MAX = 8192
@@ -56,6 +58,9 @@ class Writer:
         self.vocab = vocab
         self.size_limit = size_limit
         self.prefix_limit = prefix_limit
+        #: Set when a piece of at least _LARGE_PIECE bytes was written; the
+        #: broker clears it before a message and joins small messages only.
+        self.wrote_large = False
         self._str_cache: Dict[str, bytes] = {}
         self._pair_cache: Dict[str, bytes] = {}  # pair header + key, for str dict keys
         self._unicode = b"\x02\x80" + _word(b"unicode", vocab)
@@ -154,11 +159,12 @@ class Writer:
         elif kind is int:
             out.append(_SMALL_INTS[obj] if 0 <= obj < 128 else encode_int(obj, self.prefix_limit))
         elif kind is bytes:
-            if len(obj) < 4096:
+            if len(obj) < _LARGE_PIECE:
                 out.append(_string_token(obj, self.vocab, self.size_limit))
             else:  # a large payload is a piece of its own: no copy until the final join
                 out.append(encode_prefix(self._checked_size(len(obj))) + b"\x82")
                 out.append(obj)
+                self.wrote_large = True
         elif kind is float:
             out.append(b"\x84" + _FLOAT.pack(obj))
         elif obj is None:
@@ -183,7 +189,9 @@ class Writer:
         token = self._str_cache.get(obj)
         if token is None:
             token = self._unicode + _string_token(obj.encode("utf-8"), self.vocab, self.size_limit)
-            if len(obj) <= _STR_CACHEABLE:
+            if len(token) >= _LARGE_PIECE:
+                self.wrote_large = True
+            elif len(obj) <= _STR_CACHEABLE:
                 if len(self._str_cache) >= _STR_CACHE_MAX:
                     self._str_cache.clear()
                 self._str_cache[obj] = token

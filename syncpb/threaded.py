@@ -238,7 +238,13 @@ class ThreadedSession(Session):
                 ready, _, _ = select.select([sock], [], [], remaining)
                 if not ready:
                     return
-            if not self._receive_once(sock):
+            data = self._recv(sock)  # the hot loop of a blocking call: one helper only
+            if data is None:
+                return
+            try:
+                self.feed(data)
+            except Exception as exc:
+                self._internal_error(exc)
                 return
 
     def _receive_once(self, sock: Any) -> bool:
