@@ -14,10 +14,11 @@ import socket
 import threading
 import time
 
-import gevent.event
 import pytest
 
 import syncpb
+
+from gates import Gates
 
 WAIT = 5.0  # upper bound for anything that should happen "at once"
 
@@ -74,20 +75,15 @@ def _explode_with_a_findable_name():
     raise ValueError("bad value 42")
 
 
-class Service(syncpb.Root):
+class Service(Gates, syncpb.Root):
     """The server root most tests use. Runs in the server's hub thread."""
 
     def __init__(self):
-        self._gates = {}
         self.entered = threading.Event()   # set (from the hub) when a gate is waited on
         self.hits = 0
 
-    def _gate(self, name):
-        # Gates are created lazily, always in the hub thread (every remote
-        # method runs there), so open/wait may arrive in either order.
-        if name not in self._gates:
-            self._gates[name] = (gevent.event.Event(), gevent.event.Event())
-        return self._gates[name]
+    def on_gate_waited(self, name):
+        self.entered.set()
 
     def remote_calculate(self, a, b):
         return a + b
@@ -120,21 +116,6 @@ class Service(syncpb.Root):
 
     def remote_overdraw(self, amount):
         raise Overdrawn(f"balance too low for {amount}")
-
-    def remote_wait_gate(self, name):
-        opened, waited = self._gate(name)
-        waited.set()
-        self.entered.set()
-        opened.wait()
-        return f"{name} passed"
-
-    def remote_until_waiting(self, name):
-        self._gate(name)[1].wait()
-        return True
-
-    def remote_open_gate(self, name):
-        self._gate(name)[0].set()
-        return True
 
     # a Deferred that another thread fires
     def remote_later(self):

@@ -26,21 +26,27 @@ import pytest
 
 import syncpb
 
+from gates import Gates
+
 WAIT = 5.0
 
 
-class Service(syncpb.Root):
+
+def run_json_script(tmp_path, name, source, *args):
+    """Run ``source`` as a script in a subprocess; return its last line as JSON."""
+    script = tmp_path / name
+    script.write_text(source)
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+class Service(Gates, syncpb.Root):
     """Server root. Every method runs in the server's hub thread."""
 
     def __init__(self):
-        self._gates = {}
         self.count = 0
         self.stored = None
-
-    def _gate(self, name):
-        if name not in self._gates:
-            self._gates[name] = (gevent.event.Event(), gevent.event.Event())
-        return self._gates[name]
 
     def remote_echo(self, value):
         return value
@@ -48,20 +54,6 @@ class Service(syncpb.Root):
     def remote_inc(self):
         self.count += 1
         return self.count
-
-    def remote_wait_gate(self, name):
-        opened, waited = self._gate(name)
-        waited.set()
-        opened.wait()
-        return f"{name} passed"
-
-    def remote_until_waiting(self, name):
-        self._gate(name)[1].wait()
-        return True
-
-    def remote_open_gate(self, name):
-        self._gate(name)[0].set()
-        return True
 
     # -- calling back into the client (a blocking call from a server greenlet)
 
@@ -150,12 +142,7 @@ PLAIN_SCRIPT = textwrap.dedent("""
 
 
 def test_a_plain_script_without_monkey_patching(tmp_path):
-    script = tmp_path / "plain.py"
-    script.write_text(PLAIN_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(tmp_path, "plain.py", PLAIN_SCRIPT)
     assert report["answers"] == [2 * i for i in range(100)] + [42]
     assert report["socket_patched"] is False
     assert report["any_patched"] == []
@@ -404,12 +391,7 @@ MONKEY_SCRIPT = textwrap.dedent("""
 
 def test_c_monkey_patched_gevent_program(tmp_path, address):
     """A monkey-patched client program (in a subprocess) against this process's server."""
-    script = tmp_path / "patched.py"
-    script.write_text(MONKEY_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script), address], capture_output=True,
-                          text=True, timeout=60, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(tmp_path, "patched.py", MONKEY_SCRIPT, address)
     assert report == {
         "patched": True,
         "slow_was_pending": True,
@@ -449,12 +431,7 @@ def test_c_server_start_in_a_monkey_patched_program(tmp_path):
     # Regression: Server.start() used the pre-patch threading.Thread class, whose
     # methods use the patched module globals, so it spawned a greenlet on the
     # caller's hub and stop() waited its whole timeout for join().
-    script = tmp_path / "patched_server.py"
-    script.write_text(PATCHED_SERVER_SCRIPT)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = run_json_script(tmp_path, "patched_server.py", PATCHED_SERVER_SCRIPT)
     # documented: start() serves "in a background thread (own gevent hub)"
     assert report["server"] != report["main"]
     assert report["stop_seconds"] < 1.5

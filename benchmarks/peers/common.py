@@ -212,6 +212,18 @@ class ThreadGroup:
         for th in self.threads:
             th.start()
 
+    @classmethod
+    def measure(cls, n: int, make_step, opts: Options):
+        """Start ``n`` threads, warm up, synchronise with the driver, run the
+        measured phase and stop the threads; return ``(calls, elapsed)``."""
+        group = cls(n, make_step, opts.timeout)
+        try:
+            group.run_phase(opts.warmup, opts.warmup_max)
+            ready_go()
+            return group.run_phase(opts.seconds, opts.max_count)
+        finally:
+            group.close()
+
     def _worker(self, t):
         try:
             step = self.make_step(t)

@@ -117,13 +117,7 @@ def run_client(workload, addr, opts: common.Options):
             def step(i):
                 common.check_add(i, p.add(i, 1))
             return step
-        group = common.ThreadGroup(nthreads, make_step, opts.timeout)
-        try:
-            group.run_phase(opts.warmup, opts.warmup_max)
-            common.ready_go()
-            calls, el = group.run_phase(opts.seconds, opts.max_count)
-        finally:
-            group.close()
+        calls, el = common.ThreadGroup.measure(nthreads, make_step, opts)
         return common.result(calls, el, f"{nthreads} threads, each with its own "
                              f"proxy/connection [{cfg.SERIALIZER}]")
 

@@ -266,13 +266,7 @@ def run_client(workload, addr, opts: common.Options):
                     if len(got) != len(small):
                         raise common.BenchError("raw W6 bad frame")
                 return step
-            group = common.ThreadGroup(opts.threads, make_step, opts.timeout)
-            try:
-                group.run_phase(opts.warmup, opts.warmup_max)
-                common.ready_go()
-                calls, el = group.run_phase(opts.seconds, opts.max_count)
-            finally:
-                group.close()
+            calls, el = common.ThreadGroup.measure(opts.threads, make_step, opts)
             return common.result(calls, el, f"{opts.threads} threads share one socket "
                                  "(send lock + reader thread routing by request id)",
                                  len(small))

@@ -123,13 +123,7 @@ def run_client(workload, addr, opts: common.Options):
                 def step(i):
                     common.check_add(i, root.add(i, 1))
                 return step
-            group = common.ThreadGroup(opts.threads, make_step, opts.timeout)
-            try:
-                group.run_phase(opts.warmup, opts.warmup_max)
-                common.ready_go()
-                calls, el = group.run_phase(opts.seconds, opts.max_count)
-            finally:
-                group.close()
+            calls, el = common.ThreadGroup.measure(opts.threads, make_step, opts)
             return common.result(calls, el, f"{opts.threads} threading.Threads share "
                                  "one conn.root, root.add(i, 1)")
         raise ValueError(f"unknown workload {workload}")
