@@ -58,6 +58,8 @@ __all__ = [
 log = logging.getLogger("syncpb")
 
 PROTOCOL_VERSION = 6
+#: Shortest prefix limit accepted: request ids of a long-lived connection need 3 bytes.
+MIN_PREFIX_LIMIT = 4
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,12 @@ class Limits:
     max_depth: int = 200
     max_incoming_calls: Optional[int] = None
     close_on_violation: bool = True
+
+    def __post_init__(self) -> None:
+        if self.prefix_limit < MIN_PREFIX_LIMIT:
+            raise ValueError(f"prefix_limit must be at least {MIN_PREFIX_LIMIT} bytes")
+        if self.size_limit < 1 or self.max_depth < 1 or self.max_references < 1:
+            raise ValueError("size_limit, max_depth and max_references must be positive")
 
 
 class ImportRecord:
@@ -173,6 +181,7 @@ class Broker:
         self._writer = Writer(self, False, limits.size_limit, limits.prefix_limit)
         self._chunks: List[bytes] = []  # the message under way, as received
         self._long_strings: Optional[Dict[int, bytes]] = None
+        self._reader: Optional[Reader] = None  # made once the dialect is settled
         self._framer = banana.Framer(limits.size_limit, limits.prefix_limit)
         self._next_request = 0
         self._next_oid = 0
@@ -270,8 +279,10 @@ class Broker:
             try:
                 if self._handle(message, 0, events) != len(message):
                     raise ProtocolError("message decoded to a different length than framed")
-            finally:
+            finally:  # an assembled message may be large: keep nothing of it
                 self._long_strings = None
+                if self._reader is not None:
+                    self._reader.restart(b"", 0, self.security, None)
         pos = 0
         while pos < len(data) and self._state != _DEAD:
             try:
@@ -286,9 +297,8 @@ class Broker:
     def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
         if self._state != _READY:
             return self._handshake(buf, pos, events)
-        reader = Reader(buf, pos, self.security, self, self._vocab, self.limits.size_limit,
-                        self.limits.prefix_limit, self.limits.max_depth)
-        reader.long_strings = self._long_strings
+        reader: Reader = self._reader  # type: ignore[assignment]  # one per connection
+        reader.restart(buf, pos, self.security, self._long_strings)  # as if new
         if buf.startswith(self._answer_head, pos):
             reader.pos = pos + len(self._answer_head)
             self._on_answer(reader, 2, events)
@@ -329,6 +339,8 @@ class Broker:
     def _settle(self, dialect: bytes) -> None:
         self._vocab = dialect == b"pb"
         self._writer = Writer(self, self._vocab, self.limits.size_limit, self.limits.prefix_limit)
+        self._reader = Reader(b"", 0, self.security, self, self._vocab, self.limits.size_limit,
+                              self.limits.prefix_limit, self.limits.max_depth)
         self._message_head = b"\x07\x80" + self._writer.word(b"message")
         self._answer_head = b"\x03\x80" + self._writer.word(b"answer")
         self._empty_kwargs = b"\x01\x80" + self._writer.word(b"dictionary")

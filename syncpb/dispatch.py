@@ -22,12 +22,20 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Callable, Deque, List, Optional
+from typing import Callable, Deque, List, Optional, Tuple
 
 __all__ = ["OrderedDispatcher", "before_blocking"]
 
 log = logging.getLogger("syncpb")
-_local = threading.local()
+
+
+class _Current(threading.local):
+    """The dispatcher and worker running on this thread, if any."""
+
+    current: Optional[Tuple["OrderedDispatcher", "_Worker"]] = None  # a class default: no lookup miss
+
+
+_local = _Current()
 
 
 class _Worker:
@@ -138,7 +146,7 @@ class OrderedDispatcher:
 
 def before_blocking() -> None:
     """Call before a blocking wait: an active dispatch worker hands its queue over."""
-    current = getattr(_local, "current", None)
+    current = _local.current
     if current is not None:
         dispatcher, worker = current
         dispatcher._step_down(worker)

@@ -57,6 +57,8 @@ class Reader:
         self.ctx = ctx
         self.vocab = vocab
         self.size_limit = size_limit
+        if prefix_limit < 4:  # the inline paths read 2- and 3-byte prefixes unchecked
+            raise ValueError("prefix_limit must be at least 4 bytes")
         self.prefix_limit = prefix_limit
         self.max_depth = max_depth
         self.depth = 0
@@ -70,6 +72,22 @@ class Reader:
         # The inline fast path reads strings of up to 127 bytes unchecked.
         self._fast_unicode = b"unicode" in security.types and size_limit >= 127
         self._fast_heads = vocab and _VOCAB_CONTAINER_HEADS <= security.types
+
+    def restart(self, buf: bytes, pos: int, security: SecurityOptions,
+                long_strings: Optional[Dict[int, bytes]]) -> None:
+        """Reuse this reader for the next message (as if newly made for it)."""
+        self.buf = buf
+        self.security = security
+        self.pos = self.start = pos
+        self.depth = 0
+        self.context = None
+        if self.imported:
+            self.imported = []
+        self.long_strings = long_strings
+        self._claim = None
+        types = security.types  # the allow-list may have changed since
+        self._fast_unicode = b"unicode" in types and self.size_limit >= 127
+        self._fast_heads = self.vocab and _VOCAB_CONTAINER_HEADS <= types
 
     # -- tokens
 
@@ -248,6 +266,15 @@ class Reader:
                 if kind == INT:
                     self.pos = pos + 2
                     return first
+                if kind < 0x80:  # counters and ids: two or three prefix bytes
+                    third = buf[pos + 2]
+                    if third == INT:
+                        self.pos = pos + 3
+                        return first | kind << 7
+                    if third < 0x80 and buf[pos + 3] == INT:
+                        self.pos = pos + 4
+                        return first | kind << 7 | third << 14
+                    return self._general_value()
                 if kind == STRING:
                     end = pos + 2 + first
                     if end > len(buf):

@@ -157,7 +157,13 @@ class Writer:
             else:
                 out.append(token)
         elif kind is int:
-            out.append(_SMALL_INTS[obj] if 0 <= obj < 128 else encode_int(obj, self.prefix_limit))
+            if 0 <= obj < 128:
+                out.append(_SMALL_INTS[obj])
+            elif 0 < obj < 2097152:  # counters and ids: two or three prefix bytes
+                out.append(bytes((obj & 0x7F, obj >> 7, INT)) if obj < 16384
+                           else bytes((obj & 0x7F, (obj >> 7) & 0x7F, obj >> 14, INT)))
+            else:
+                out.append(encode_int(obj, self.prefix_limit))
         elif kind is bytes:
             if len(obj) < _LARGE_PIECE:
                 out.append(_string_token(obj, self.vocab, self.size_limit))

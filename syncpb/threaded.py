@@ -168,7 +168,20 @@ class ThreadedSession(Session):
             self._queue.extend(broker.pieces_to_send())
         self._flush()
         before_blocking()
-        self._wait(slot, None if timeout is None else _monotonic() + timeout)
+        deadline = None if timeout is None else _monotonic() + timeout
+        state = self._state
+        state.acquire()
+        if self._leader is None:  # nobody reads: lead at once (the usual case)
+            self._leader, self._leader_thread = slot, _get_ident()
+            state.release()
+            try:
+                self._lead(slot, deadline)
+            finally:
+                self._resign()
+        else:
+            state.release()
+        if not slot.done:
+            self._wait(slot, deadline)
         if not slot.done:
             with self._lock:
                 self._pending.pop(request_id, None)
