@@ -372,14 +372,12 @@ class Broker:
     def _on_message(self, reader: Reader, count: int, events: List[Event]) -> None:
         if count != 6:
             self._fields(reader, count, 6, "message")
-        request_id = reader.raw()
+        request_id, oid, name, answer_required = reader.raw_fields(4)
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
-        oid = reader.raw()
-        name = reader.raw()
         if type(name) is not bytes:
             raise ProtocolError(f"method name {name!r} is not a byte string")
-        answer_required = bool(reader.raw())
+        answer_required = bool(answer_required)
         try:
             method_name = name.decode("utf-8")
         except UnicodeDecodeError:

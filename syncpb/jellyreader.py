@@ -189,6 +189,27 @@ class Reader:
         finally:
             self.depth -= 1
 
+    def raw_fields(self, count: int) -> List[Any]:
+        """Read ``count`` plain values (a message's protocol fields) in one call."""
+        buf, size, raw = self.buf, len(self.buf), self.raw
+        fields: List[Any] = []
+        for _ in range(count):
+            pos = self.pos
+            if pos + 2 < size and buf[pos] < 0x80:  # the usual: small ints, short strings
+                kind = buf[pos + 1]
+                if kind == INT:
+                    self.pos = pos + 2
+                    fields.append(buf[pos])
+                    continue
+                if kind == STRING and self.size_limit >= 127:
+                    end = pos + 2 + buf[pos]
+                    if end <= size:
+                        self.pos = end
+                        fields.append(buf[pos + 2:end])
+                        continue
+            fields.append(raw())
+        return fields
+
     def raw_int(self) -> int:
         """Read a bare integer field."""
         value = self.raw()
