@@ -18,12 +18,14 @@ Quick start::
 
 from .broker import Limits
 from .client import Connection, connect
+from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_registry,
+                       setUnjellyableFactoryForClass, setUnjellyableForClass)
 from .deferred import Deferred, fail, gather, maybe_deferred, succeed
 from .errors import (AlreadyCalledError, BananaError, CallTimeout, ConnectionFailed,
                      ConnectionLost, DeadReferenceError, Error, InsecureJelly, NoSuchMethod,
                      ProtocolError, RemoteError, SyncPBError)
 from .failure import Failure
-from .flavors import Referenceable, Root
+from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
 from .reference import RemoteReference
 from .server import Server
@@ -35,6 +37,9 @@ __all__ = [
     "connect", "Connection", "Server", "Limits", "SecurityOptions",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
+    "Avatar", "Viewable", "Copyable", "RemoteCopy",
+    "setUnjellyableForClass", "setUnjellyableFactoryForClass",
+    "UnjellyableRegistry", "default_registry",
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
     # errors

@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import banana
+from .copyable import Copyable
 from .errors import BananaError, Error, InsecureJelly, NoSuchMethod, ProtocolError
-from .flavors import Referenceable, Root
+from .flavors import Referenceable, Root, Viewable, ViewPoint
 from .jelly import Incomplete, JellyError, Reader, SecurityOptions, Writer
 from .wirefailure import FAILURE_TAG, exception_from_state, failure_state
 
@@ -121,6 +122,8 @@ class CallReceived:
     args: tuple
     kwargs: Dict[str, Any]
     answer_required: bool
+    #: The perspective the answer is encoded for (pass it to :meth:`Broker.answer`).
+    perspective: Any = None
 
 
 @dataclass(slots=True)
@@ -187,7 +190,9 @@ class Broker:
         self._next_oid = 0
         self._exports: Dict[Any, List[Any]] = {}
         self._export_ids: Dict[int, Any] = {}
+        self._viewpoints: Dict[Tuple[int, int], ViewPoint] = {}  # exported views, by key
         self._pending_exports: List[Any] = []
+        self._perspective: Any = None  # whom the message being encoded is for
         self._imports: Dict[int, ImportRecord] = {}
         self._waiting: set = set()
         self._incoming = 0
@@ -425,7 +430,8 @@ class Broker:
         method = target.remote_method(name) if isinstance(target, Referenceable) else None
         if method is None:
             self._reply_error(request_id, answer_required,
-                              NoSuchMethod(f"No such method: remote_{name}"))
+                              NoSuchMethod(f"No such method: "
+                                           f"{getattr(target, 'remote_prefix', 'remote_')}{name}"))
             return
         limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
@@ -434,7 +440,8 @@ class Broker:
             return
         if answer_required:
             self._incoming += 1
-        events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required))
+        events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required,
+                                   target.pb_perspective))
 
     def _violation(self, reason: str, events: List[Event]) -> None:
         if self.limits.close_on_violation:
@@ -481,8 +488,7 @@ class Broker:
             raise ProtocolError(f"decref of unknown object id {oid!r}")
         entry[1] -= 1
         if entry[1] <= 0:
-            del self._exports[oid]
-            self._export_ids.pop(id(entry[0]), None)
+            self._forget_export(oid)
 
     def _on_did_not_understand(self, reader: Reader, count: int, events: List[Event]) -> None:
         log.warning("PB peer did not understand: %r", [reader.raw() for _ in range(count)])
@@ -510,9 +516,28 @@ class Broker:
             out.append(b"\x02\x80" + writer.word(b"local") + writer.int_token(record.oid))
             return True
         if isinstance(obj, Referenceable):
+            if isinstance(obj, Viewable):
+                obj = self._view_of(obj)
             out.append(b"\x02\x80" + writer.word(b"remote") + writer.int_token(self._export(obj)))
             return True
+        if isinstance(obj, Copyable):
+            perspective = self._perspective
+            tag = obj.getTypeToCopyFor(perspective)
+            writer.copy_form(tag.encode("utf-8") if isinstance(tag, str) else tag,
+                             obj.getStateToCopyFor(perspective), obj, out)
+            return True
         return False
+
+    def _view_of(self, viewable: Viewable) -> ViewPoint:
+        """The view of ``viewable`` for the perspective being encoded for."""
+        view = ViewPoint(self._perspective, viewable)
+        return self._viewpoints.get(view.key, view)  # an exported view keeps its id
+
+    def _forget_export(self, oid: Any) -> None:
+        entry = self._exports.pop(oid)
+        self._export_ids.pop(id(entry[0]), None)
+        if type(entry[0]) is ViewPoint:
+            self._viewpoints.pop(entry[0].key, None)
 
     def _export(self, obj: Any) -> Any:
         oid = self._export_ids.get(id(obj))
@@ -523,6 +548,8 @@ class Broker:
             oid = self._next_oid
             self._exports[oid] = [obj, 0]
             self._export_ids[id(obj)] = oid
+            if type(obj) is ViewPoint:
+                self._viewpoints[obj.key] = obj
         self._pending_exports.append(oid)
         return oid
 
@@ -561,8 +588,10 @@ class Broker:
     # ------------------------------------------------------------ operations
 
     def call(self, oid: Any, name: str, args: tuple = (), kwargs: Optional[Dict[str, Any]] = None,
-             answer_required: bool = True) -> int:
+             answer_required: bool = True, perspective: Any = None) -> int:
         """Queue a call of ``name`` on the peer's object ``oid``.
+
+        ``perspective`` is passed to the arguments' ``getStateToCopyFor``.
 
         Returns:
             the request id; its answer arrives as an event with that id.
@@ -576,6 +605,7 @@ class Broker:
             raise ProtocolError("connection is not ready for calls")
         if self.released:  # a proxy dropped before this call is released before it
             self._send_decrefs()
+        self._perspective = perspective
         body = self._encode_call(args, kwargs)
         self._next_request += 1
         request_id = self._next_request
@@ -644,15 +674,15 @@ class Broker:
         for oid in self._pending_exports:
             entry = self._exports.get(oid)
             if entry is not None and entry[1] == 0:
-                del self._exports[oid]
-                self._export_ids.pop(id(entry[0]), None)
+                self._forget_export(oid)
         self._pending_exports = []
 
-    def answer(self, request_id: Any, value: Any) -> None:
+    def answer(self, request_id: Any, value: Any, perspective: Any = None) -> None:
         """Queue the answer to the peer's call ``request_id``.
 
-        A value that cannot be sent is reported to the caller as an error
-        instead (Twisted would drop the connection).
+        ``perspective`` is the :class:`CallReceived`'s: copies in the answer
+        are made for it. A value that cannot be sent is reported to the
+        caller as an error instead (Twisted would drop the connection).
         """
         if self._incoming:
             self._incoming -= 1
@@ -660,6 +690,7 @@ class Broker:
             return
         if self.released:
             self._send_decrefs()
+        self._perspective = perspective
         try:
             body = self._encode_parts((value,))
         except (BananaError, TypeError, Error) as exc:
@@ -673,10 +704,11 @@ class Broker:
             self._out.append(head)
             self._out.extend(body)
 
-    def fail(self, request_id: Any, exc: BaseException) -> None:
+    def fail(self, request_id: Any, exc: BaseException, perspective: Any = None) -> None:
         """Queue the failure of the peer's call ``request_id``."""
         self._incoming = max(0, self._incoming - 1)
         if self._state == _READY:
+            self._perspective = perspective
             self._send_error(request_id, exc)
 
     def _reply_error(self, request_id: Any, answer_required: bool, exc: BaseException) -> None:
@@ -684,11 +716,17 @@ class Broker:
             self._send_error(request_id, exc)
 
     def _send_error(self, request_id: Any, exc: BaseException) -> None:
-        out: List[bytes] = []
-        state = failure_state(exc, self.unsafe_tracebacks)
-        self._writer.write(_FailureCopy(state), out)
+        body: Optional[List[bytes]] = None
+        if isinstance(exc, Copyable):  # a Copyable exception travels as itself, as in Twisted
+            try:
+                body = self._encode_parts((exc,))
+            except (BananaError, TypeError, Error) as err:
+                log.error("copyable exception %r could not be sent (%s); sending a failure",
+                          exc, err)
+        if body is None:
+            body = self._encode_parts((_FailureCopy(failure_state(exc, self.unsafe_tracebacks)),))
         self._out.append(b"\x03\x80" + self._writer.word(b"error")
-                         + self._writer.int_token(request_id) + b"".join(out))
+                         + self._writer.int_token(request_id) + b"".join(body))
 
     def connection_lost(self) -> List[int]:
         """Forget all state; return the ids of our calls that never got an answer."""
@@ -697,6 +735,7 @@ class Broker:
         self._waiting.clear()
         self._exports.clear()
         self._export_ids.clear()
+        self._viewpoints.clear()
         self._imports.clear()
         self.released.clear()
         self._out = []

@@ -14,7 +14,8 @@ from typing import Any, Callable, Optional, Union
 
 from .broker import Broker, Limits
 from .errors import CallTimeout, ConnectionFailed, ConnectionLost
-from .jelly import SecurityOptions
+from .copyable import UnjellyableRegistry
+from .jelly import SecurityOptions, with_registry
 from .reference import RemoteReference
 from .green import GreenSession
 from .session import Session, gevent_active
@@ -73,7 +74,8 @@ class Connection:
 def connect(address: Union[AddressLike, Address], timeout: Optional[float] = None, *,
             security: Optional[SecurityOptions] = None, limits: Limits = Limits(),
             unsafe_tracebacks: bool = False,
-            call_timeout: Optional[float] = None) -> Connection:
+            call_timeout: Optional[float] = None,
+            registry: Optional[UnjellyableRegistry] = None) -> Connection:
     """Connect to a PB server and wait until it is ready for calls.
 
     Args:
@@ -85,6 +87,8 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         call_timeout: seconds a blocking proxy call (``ref.name(...)``,
             ``ref.call(...)``) waits before raising CallTimeout; None (the
             default) waits for ever. Deferreds are not affected.
+        registry: the copy-tag registry this connection builds received
+            copies with (default: the process-wide one, or ``security``'s).
 
     Raises:
         ConnectionFailed: the server cannot be reached or did not answer
@@ -92,6 +96,7 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         ValueError: the address has no recognisable form.
     """
     target = parse_address(address)
+    security = with_registry(security, registry)
     green = gevent_active()
     socket_module: Any = stdlib_socket
     if green:

@@ -33,7 +33,7 @@ PB objects (references, copies) are not known here: the broker passes a
 from __future__ import annotations
 
 from .jellybase import (BASIC_TYPES, Incomplete, JellyContext, JellyError, SecurityOptions,
-                        Unpersistable)
+                        Unpersistable, with_registry)
 from .jellyreader import Reader
 from .jellywriter import Writer
 
@@ -46,4 +46,5 @@ __all__ = [
     "Incomplete",
     "JellyError",
     "BASIC_TYPES",
+    "with_registry",
 ]

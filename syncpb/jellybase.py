@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol
 
+from .copyable import UnjellyableRegistry, default_registry
 from .errors import ProtocolError
 
 __all__ = ["JellyError", "Incomplete", "Unpersistable", "BASIC_TYPES", "SecurityOptions",
-           "JellyContext"]
+           "JellyContext", "with_registry"]
 
 
 class JellyError(ProtocolError):
@@ -58,16 +59,22 @@ class SecurityOptions:
 
     Args:
         types: allowed list heads; defaults to :data:`BASIC_TYPES`.
+        registry: the copy-tag registry; defaults to the process-wide
+            :data:`~syncpb.copyable.default_registry`.
 
-    A dotted type tag (a Copyable's class name) is accepted only when a
-    factory was registered for it with :meth:`register`; the factory gets
-    the decoded state and returns the local object. Nothing is ever
+    A dotted type tag (a Copyable's class name) is accepted only when its
+    registry has a local class for it (:func:`~syncpb.setUnjellyableForClass`)
+    or a factory was registered here with :meth:`register` (the factory gets
+    the decoded state and returns the local object). Nothing is ever
     imported or instantiated by name.
     """
 
-    def __init__(self, types: Optional[Iterable[bytes]] = None) -> None:
+    def __init__(self, types: Optional[Iterable[bytes]] = None,
+                 registry: Optional[UnjellyableRegistry] = None) -> None:
         self.types = set(BASIC_TYPES if types is None else types)
         self.factories: Dict[bytes, Callable[[Any], Any]] = {}
+        #: Copy tags -> local classes (:func:`~syncpb.setUnjellyableForClass`).
+        self.registry = default_registry if registry is None else registry
 
     def allow_types(self, *heads: bytes) -> None:
         """Allow more list heads."""
@@ -79,9 +86,19 @@ class SecurityOptions:
 
     def copy(self) -> "SecurityOptions":
         """Return an independent copy (for per-connection changes)."""
-        other = SecurityOptions(self.types)
+        other = SecurityOptions(self.types, self.registry)  # the registry is shared
         other.factories.update(self.factories)
         return other
+
+
+def with_registry(security: Optional[SecurityOptions],
+                  registry: Optional[UnjellyableRegistry]) -> Optional[SecurityOptions]:
+    """``security`` (or a fresh one) using ``registry``; unchanged if ``registry`` is None."""
+    if registry is None:
+        return security
+    security = security.copy() if security is not None else SecurityOptions()
+    security.registry = registry
+    return security
 
 
 class JellyContext(Protocol):

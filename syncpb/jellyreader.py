@@ -367,6 +367,9 @@ class Reader:
                 return self._copy(factory, count, claim)
             handler = _HANDLERS.get(head) if head in self.security.types else None
             if handler is None:
+                entry = self.security.registry.lookup(head)
+                if entry is not None:
+                    return self._registered(entry, count, claim)
                 if b"." in head:
                     module = head.rpartition(b".")[0].decode("utf-8", "replace")
                     raise InsecureJelly(f"Module {module} not allowed "
@@ -508,6 +511,26 @@ class Reader:
         self._arity(count, 1, "copy form")
         obj = factory(self.value())
         self._register(claim, obj)
+        return obj
+
+    def _registered(self, entry: Tuple[str, Any], count: int, claim: Optional[int]) -> Any:
+        """Build an object whose tag the registry knows (a copy or a cache)."""
+        form, target = entry
+        if form == "factory":
+            return self._copy(target, count, claim)
+        if form == "cache":
+            if self.ctx is None:
+                raise JellyError("a cached object outside a connection")
+            return self.ctx.unjelly_cache(target, count, claim, self)
+        self._arity(count, 1, "copy form")
+        obj = target.__new__(target)  # restored, not constructed (as Twisted does)
+        self._register(claim, obj)  # before the state: a cycle through it resolves
+        state = self.value()
+        try:
+            obj.setCopyableState(state)
+        except Exception as exc:  # the receiver's own code: refuse this copy, clearly
+            raise JellyError(f"{target.__qualname__}.setCopyableState failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
         return obj
 
     def _h_decimal(self, count: int) -> decimal.Decimal:

@@ -27,7 +27,8 @@ from typing import Any, List, Optional, Set, Tuple
 
 from .broker import Broker, Limits
 from .errors import SyncPBError
-from .jelly import SecurityOptions
+from .copyable import UnjellyableRegistry
+from .jelly import SecurityOptions, with_registry
 from .green import GreenSession
 from .session import OSFlag, OSThread, _get_ident
 from .transport import Address, AddressLike, bind_listener, parse_address
@@ -45,14 +46,17 @@ class Server:
             (a :class:`~syncpb.flavors.Root` may give each its own).
         security: allow-list for decoding; by default each connection
             gets a fresh one.
+        registry: the copy-tag registry received copies are built with
+            (default: the process-wide one, or ``security``'s).
         limits: per-connection limits (Twisted's defaults).
         unsafe_tracebacks: send full tracebacks of failing methods to peers.
     """
 
     def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
-                 limits: Limits = Limits(), unsafe_tracebacks: bool = False) -> None:
+                 limits: Limits = Limits(), unsafe_tracebacks: bool = False,
+                 registry: Optional[UnjellyableRegistry] = None) -> None:
         self.root = root
-        self.security = security
+        self.security = with_registry(security, registry)
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
         self._listeners: List[Tuple[stdlib_socket.socket, Address]] = []

@@ -428,9 +428,9 @@ class Session:
                 return
             broker = self.broker
             if ok:
-                broker.answer(call.request_id, value)
+                broker.answer(call.request_id, value, call.perspective)
             else:
-                broker.fail(call.request_id, value)
+                broker.fail(call.request_id, value, call.perspective)
             self._queue.extend(broker.pieces_to_send())
         self._flush()
 

@@ -7,9 +7,11 @@ from typing import Any, Iterable, Tuple
 from syncpb.broker import Broker, CallReceived
 
 
-def connected_pair(root: Any, **server_kwargs: Any) -> Tuple[Broker, Broker]:
+def connected_pair(root: Any, client_security: Any = None,
+                   **server_kwargs: Any) -> Tuple[Broker, Broker]:
     """A server broker publishing ``root`` and a client broker, past the handshake."""
-    server, client = Broker(root=root, **server_kwargs), Broker(is_client=True)
+    server = Broker(root=root, **server_kwargs)
+    client = Broker(is_client=True, security=client_security)
     client.receive_data(server.data_to_send())
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
@@ -23,6 +25,6 @@ def run_calls(broker: Broker, events: Iterable[Any]) -> None:
             try:
                 result = event.method(*event.args, **event.kwargs)
             except Exception as exc:
-                broker.fail(event.request_id, exc)
+                broker.fail(event.request_id, exc, event.perspective)
             else:
-                broker.answer(event.request_id, result)
+                broker.answer(event.request_id, result, event.perspective)

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "syncpb"
 
 # layer.order: within a layer, a module may use those of lower order.
 LAYER = {
-    "errors": 0.0,
+    "errors": 0.0, "copyable": 0.5,
     "banana": 1.0, "flavors": 1.0, "wirefailure": 1.0, "jellybase": 1.0,
     "jellywriter": 1.1, "jellyreader": 1.1, "jelly": 1.2,
     "broker": 2.0,

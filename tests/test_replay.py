@@ -17,8 +17,9 @@ from syncpb import banana
 from syncpb.broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, Limits,
                            ProtocolViolation, Ready)
 from syncpb.errors import Error, RemoteError
+from syncpb.copyable import Copyable, RemoteCopy, UnjellyableRegistry
 from syncpb.flavors import Referenceable, Root
-from syncpb.jelly import Unpersistable
+from syncpb.jelly import SecurityOptions, Unpersistable
 
 from brokerpair import run_calls
 from vectors import frames
@@ -30,13 +31,45 @@ class MyError(Error):
     __module__ = "vectypes"
 
 
+class Point(Copyable):
+    __module__ = "vectypes"
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+
+class RemotePoint(RemoteCopy):
+    pass
+
+
+class CopyableError(Error, Copyable):
+    __module__ = "vectypes"
+
+    def __init__(self, message, code):
+        super().__init__(message, code)
+        self.message, self.code = message, code
+
+    def getStateToCopy(self):
+        return {"message": self.message, "code": self.code}
+
+
+class RemoteCopyableError(CopyableError, RemoteCopy):
+    pass
+
+
+REGISTRY = UnjellyableRegistry()  # the vector classes, kept out of the process-wide one
+REGISTRY.register(b"vectypes.Point", RemotePoint)
+REGISTRY.register(b"vectypes.CopyableError", RemoteCopyableError)
+COPIES = SecurityOptions(registry=REGISTRY)
+
+
 class Child(Referenceable):
     def remote_hello(self, name):
         return "hello " + name
 
 
 class VectorRoot(Root):
-    """The methods the recording server exposed (Copyable ones excepted)."""
+    """The methods the recording server exposed."""
 
     def __init__(self):
         self.child = Child()
@@ -64,6 +97,15 @@ class VectorRoot(Root):
 
     def remote_getInsecure(self):
         return Unpersistable("instance of class __main__.Plain deemed insecure")
+
+    def remote_failCopyableError(self):
+        raise CopyableError("copyable pb error", 17)
+
+    def remote_getPoint(self):
+        return Point(3, 4)
+
+    def remote_sumPoint(self, point):
+        return point.x + point.y
 
 
 def split(data: bytes) -> List[bytes]:
@@ -108,14 +150,15 @@ def run_server(broker: Broker, raw: bytes) -> None:
 @pytest.mark.parametrize("name,skip", [
     ("a_connect_root_add", set()),
     ("b_jelly_types", set()),
-    ("c_errors", {"failCopyableError"}),
+    ("c_errors", set()),
+    ("e_copyable", set()),
     # request 3 echoes Twisted's own placeholder, which Twisted re-wraps
     ("k_security", {"getUnregisteredCopy", 3}),
     ("d_references", {"register", "forget"}),
 ])
 @pytest.mark.parametrize("chunking", ["whole", "bytewise"])
 def test_server_replay_matches_twisted(name, skip, chunking):
-    broker = Broker(root=VectorRoot(), limits=LENIENT)
+    broker = Broker(root=VectorRoot(), limits=LENIENT, security=COPIES.copy())
     ours = broker.data_to_send()
     expected: List[bytes] = []
     skipping = set()
@@ -181,6 +224,30 @@ def test_client_decodes_recorded_failures():
     assert isinstance(errors[2], MyError) and str(errors[2]) == "custom pb error"
     assert errors[4].remote_parents[:2] == ["builtins.KeyError", "builtins.LookupError"]
     assert type(errors[5]).__name__ == "NoSuchMethod"
+
+
+def test_client_copies_match_twisted_both_ways():
+    recorded = frames("e_copyable")
+    client = Broker(is_client=True, security=COPIES.copy())
+    client.receive_data(recorded[0]["raw"])
+    client.call(b"root", "getPoint")
+    assert client.data_to_send() == b"".join(f["raw"] for f in recorded[1:4])
+    (answer,) = client.receive_data(recorded[4]["raw"] + recorded[5]["raw"])
+    assert type(answer.value) is RemotePoint and vars(answer.value) == {"x": 3, "y": 4}
+    client.call(b"root", "sumPoint", (Point(10, 20),))
+    assert client.data_to_send() == recorded[6]["raw"]
+
+
+def test_client_receives_a_copyable_exception_as_itself():
+    recorded = frames("c_errors")
+    client = Broker(is_client=True, security=COPIES.copy())
+    client.receive_data(recorded[0]["raw"])
+    for _ in range(3):
+        client.call(b"root", "x")
+    (frame,) = [f for f in recorded if f["dir"] == "s2c" and f["value"][:2] == [b"error", 3]]
+    (event,) = client.receive_data(frame["raw"])
+    assert type(event.error) is RemoteCopyableError
+    assert (event.error.message, event.error.code) == ("copyable pb error", 17)
 
 
 def test_unregistered_copy_in_answer_fails_call_then_closes():

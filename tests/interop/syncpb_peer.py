@@ -9,7 +9,11 @@ This module is its syncpb twin:
   (``interop_types.MyError``, ``interop_types.CopyableError``). They are
   defined exactly once per process, here: syncpb maps a wire name to the
   *last* class defined under it, so a second definition in another test
-  module would silently take over the name.
+  module would silently take over the name. ``CopyableError`` is also a
+  ``syncpb.Copyable`` (so it travels as itself) and ``RemoteCopyableError``
+  is registered for its tag, as in ``interop_types``.
+* ``Point`` / ``RemotePoint``: the Copyable pair of ``interop_types``
+  (tag ``interop_types.Point``), registered in the process-wide registry.
 * ``sample_values()``, ``make_cycle()``, ``make_shared()``: a copy of the
   expectations in ``interop_types``. The copy cannot drift unnoticed: the
   syncpb server below returns these values from ``types()`` and the
@@ -43,15 +47,10 @@ class MyError(syncpb.Error):
     __module__ = "interop_types"
 
 
-class CopyableError(syncpb.Error):
-    """Stand-in for ``interop_types.CopyableError``.
-
-    The Twisted class is a ``pb.Error`` *and* a ``pb.Copyable``, so Twisted
-    sends the exception object itself (copy tag
-    ``interop_types.CopyableError``, state ``message``/``code``). syncpb has
-    no Copyable yet (a later issue), so this twin can only travel as a
-    CopyableFailure of the same name.
-    """
+class CopyableError(syncpb.Error, syncpb.Copyable):
+    """Twin of ``interop_types.CopyableError``: an exception that is also a
+    Copyable, so it travels as itself (copy tag ``interop_types.CopyableError``,
+    state ``message``/``code``) instead of as a CopyableFailure."""
 
     __module__ = "interop_types"
 
@@ -60,8 +59,37 @@ class CopyableError(syncpb.Error):
         self.message = message
         self.code = code
 
+    def getStateToCopy(self):
+        return {"message": self.message, "code": self.code}
+
     def __str__(self):
         return f"{self.message} (code {self.code})"
+
+
+class RemoteCopyableError(CopyableError, syncpb.RemoteCopy):
+    """The receiving side's copy of a CopyableError."""
+
+    __module__ = "interop_types"
+
+
+class Point(syncpb.Copyable):
+    """Twin of ``interop_types.Point``."""
+
+    __module__ = "interop_types"
+
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+
+
+class RemotePoint(syncpb.RemoteCopy):
+    """Twin of ``interop_types.RemotePoint``."""
+
+    __module__ = "interop_types"
+
+
+syncpb.setUnjellyableForClass(CopyableError, RemoteCopyableError)
+syncpb.setUnjellyableForClass(Point, RemotePoint)
 
 
 # -- the expected values (a copy of interop_types.sample_values) ---------------
@@ -133,6 +161,16 @@ class ConnectionRoot(syncpb.Referenceable):
 
     def remote_failCopyable(self):
         raise CopyableError("copyable pb error", 17)
+
+    # -- copies --------------------------------------------------------------
+
+    def remote_getPoint(self, x, y):
+        return Point(x, y)
+
+    def remote_sumPoint(self, p):
+        if not isinstance(p, RemotePoint):
+            raise TypeError(f"expected a RemotePoint, got {type(p).__name__}")
+        return p.x + p.y
 
     # -- deferred results ----------------------------------------------------
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PEERS_DIR = Path(__file__).resolve().parent.parent / "peers"
 
-EXPECTED_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight"]
+EXPECTED_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
 
 
 def failures(report):
@@ -27,7 +27,7 @@ def test_client_against_server_all_ok(twisted_server, run_twisted_client):
         "types.big", "types.timedelta", "errors.failValue", "errors.failPbError",
         "errors.failDeferred", "errors.failCopyable", "errors.noSuchMethod",
         "callbacks.callMeBack", "refs.refCount_held", "refs.refCount_dropped",
-        "store.decref_received", "inflight.order",
+        "store.decref_received", "inflight.order", "copy.getPoint", "copy.sumPoint",
     ):
         assert required in names
 

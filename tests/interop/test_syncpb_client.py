@@ -23,8 +23,9 @@ from decimal import Decimal
 import pytest
 
 import syncpb
-from syncpb_peer import (SAMPLE_NAMES, MyError, make_cycle, make_shared, mismatch,
-                         sample_values, structure_problem)
+from syncpb_peer import (SAMPLE_NAMES, CopyableError, MyError, Point, RemoteCopyableError,
+                         RemotePoint, make_cycle, make_shared, mismatch, sample_values,
+                         structure_problem)
 
 WAIT = 10.0  # upper bound of any single wait for an answer
 
@@ -274,6 +275,28 @@ def test_fail_pb_error_arrives_as_itself(root):
     assert failure.check(MyError) is MyError
     assert failure.check(ValueError) is None
     assert failure.getErrorMessage() == "custom pb error"
+
+
+def test_fail_copyable_arrives_as_the_registered_copy(root):
+    with pytest.raises(RemoteCopyableError) as info:
+        call(root, "failCopyable")
+    assert (info.value.message, info.value.code) == ("copyable pb error", 17)
+    assert str(info.value) == "copyable pb error (code 17)"
+    failure = errback_failure(root, "failCopyable")
+    assert failure.check(CopyableError) is CopyableError
+    assert failure.check(syncpb.Error) is syncpb.Error
+
+
+def test_copy_from_twisted(root):
+    point = call(root, "getPoint", 3, 4)
+    assert type(point) is RemotePoint
+    assert vars(point) == {"x": 3, "y": 4}
+    assert [p.x for p in (root.getPoint(-1, 0), root.getPoint(5, 6))] == [-1, 5]
+
+
+def test_copy_to_twisted(root):
+    assert call(root, "sumPoint", Point(10, 20)) == 30
+    assert root.sumPoint(Point(-3, 3)) == 0
 
 
 def test_fail_deferred(root):

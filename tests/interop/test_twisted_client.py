@@ -25,7 +25,7 @@ from syncpb_peer import SAMPLE_NAMES, RootProvider
 
 CLIENT_TIMEOUT = 45.0  # the client's own safety timeout is 30 s
 
-DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight"]
+DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
 
 # Every check the client reports for the default steps, in its order.
 EXPECTED_RESULTS = (
@@ -45,15 +45,9 @@ EXPECTED_RESULTS = (
     + [f"store.{n}" for n in ("store", "exported", "callStored", "dropStored",
                               "decref_received")]
     + ["inflight.add", "inflight.slowAdd", "inflight.order"]
+    + ["copy.getPoint", "copy.sumPoint"]
 )
 LARGE_RESULTS = ["large.echo_str", "large.echo_bytes", "large.callback_answer", "large.after"]
-
-COPYABLE_XFAIL = pytest.mark.xfail(
-    reason="syncpb has no Copyable yet (later issue): its CopyableError twin can only "
-    "travel as a CopyableFailure, so the Twisted client gets a CopiedFailure whose value "
-    "is a str, not a RemoteCopyableError with message/code",
-    strict=True,
-)
 
 
 def failures(report, names=None):
@@ -162,8 +156,7 @@ def test_main_run_completed(main_report):
     assert main_report["steps"] == DEFAULT_STEPS
     assert main_report["timed_out"] is False
     assert main_report["error"] is None
-    # Only the copyable check may fail (see test_result below).
-    assert set(failures(main_report)) <= {"errors.failCopyable"}
+    assert failures(main_report) == {}
 
 
 def test_main_run_reports_every_check(main_report):
@@ -171,13 +164,7 @@ def test_main_run_reports_every_check(main_report):
     assert list(main_report["results"]) == EXPECTED_RESULTS
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=COPYABLE_XFAIL) if name == "errors.failCopyable" else name
-        for name in EXPECTED_RESULTS
-    ],
-)
+@pytest.mark.parametrize("name", EXPECTED_RESULTS)
 def test_result(main_report, name):
     result = main_report["results"].get(name)
     assert result is not None, f"the Twisted client reported no {name!r}"
@@ -205,8 +192,7 @@ def test_second_client_all_ok_but_tracebacks(second_report):
     failed = failures(second_report, set(EXPECTED_RESULTS) | {"errors.unsafeTraceback"})
     # Tracebacks are not sent by default: the client sees Twisted's
     # placeholder text instead.
-    assert set(failed) <= {"errors.unsafeTraceback", "errors.failCopyable"}
-    assert "errors.unsafeTraceback" in failed
+    assert set(failed) == {"errors.unsafeTraceback"}
     assert "Traceback unavailable" in failed["errors.unsafeTraceback"]
 
 
@@ -243,5 +229,4 @@ def test_unsafe_tracebacks(run_twisted_client):
     assert "Traceback (most recent call last)" in (
         report["results"]["errors.unsafeTraceback"]["detail"]
     )
-    # failCopyable: see COPYABLE_XFAIL; nothing else may fail.
-    assert set(failures(report)) == {"errors.failCopyable"}
+    assert failures(report) == {}

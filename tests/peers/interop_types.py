@@ -44,8 +44,24 @@ class RemoteCopyableError(CopyableError, pb.RemoteCopy):
 pb.setUnjellyableForClass(CopyableError, RemoteCopyableError)
 
 
+class Point(pb.Copyable):
+    """A plain Copyable (tag ``b'interop_types.Point'``, state ``x``/``y``)."""
+
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+
+
+class RemotePoint(pb.RemoteCopy):
+    """The receiving side's copy of a Point."""
+
+
+pb.setUnjellyableForClass(Point, RemotePoint)
+
+
 # The expected values live in a Twisted-free module shared with the syncpb side.
 from samples import make_cycle, make_shared, sample_values  # noqa: E402,F401 (re-export)
 
-__all__ = ["MyError", "CopyableError", "RemoteCopyableError", "make_cycle",
+__all__ = ["MyError", "CopyableError", "RemoteCopyableError", "Point", "RemotePoint",
+           "make_cycle",
            "make_shared", "sample_values"]

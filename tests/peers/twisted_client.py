@@ -305,6 +305,24 @@ def step_inflight(root, results, options):
 
 
 @defer.inlineCallbacks
+def step_copy(root, results, options):
+    """Copyables both ways: a Point from the server arrives as a RemotePoint;
+    a Point we send arrives as the server's registered copy."""
+    ok, point = yield call(root, "getPoint", 3, 4)
+    if not ok:
+        results.record("copy.getPoint", False, f"failed: {describe_failure(point)}")
+    else:
+        results.record(
+            "copy.getPoint",
+            isinstance(point, interop_types.RemotePoint)
+            and getattr(point, "__dict__", None) == {"x": 3, "y": 4},
+            f"{type(point).__name__} state={short(getattr(point, '__dict__', point))}",
+        )
+    total = yield call(root, "sumPoint", interop_types.Point(10, 20))
+    results.expect_value("copy.sumPoint", total, 30)
+
+
+@defer.inlineCallbacks
 def step_large(root, results, options):
     """Messages longer than one socket read (64 KiB and more) in both
     directions, including an answer from us to the server's own call.
@@ -330,9 +348,10 @@ STEPS = {
     "callbacks": step_callbacks,
     "store": step_store,
     "inflight": step_inflight,
+    "copy": step_copy,
     "large": step_large,
 }
-DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight"]
+DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
 
 
 # -- driver -------------------------------------------------------------------

@@ -27,6 +27,8 @@ broker. Its ``remote_`` methods:
     store(ref) -> None              keeps the client's reference
     callStored(name, *args) -> stored.callRemote(name, *args)
     dropStored() -> True            forgets it + gc.collect(), so decref is sent
+    getPoint(x, y) -> interop_types.Point(x, y), sent by copy
+    sumPoint(p) -> p.x + p.y; TypeError unless p arrived as a RemotePoint
     types() -> interop_types.sample_values()
     cycle() -> a list that contains itself
     shared() -> [a, a] with a = [1, 2]
@@ -99,6 +101,16 @@ class ConnectionRoot(pb.Referenceable):
 
     def remote_failCopyable(self):
         raise interop_types.CopyableError("copyable pb error", 17)
+
+    # -- copies --------------------------------------------------------------
+
+    def remote_getPoint(self, x, y):
+        return interop_types.Point(x, y)
+
+    def remote_sumPoint(self, p):
+        if not isinstance(p, interop_types.RemotePoint):
+            raise TypeError(f"expected a RemotePoint, got {type(p).__name__}")
+        return p.x + p.y
 
     # -- deferred results ----------------------------------------------------
 
