@@ -17,6 +17,7 @@ Quick start::
 """
 
 from .broker import Limits
+from .cache import Cacheable, ObserverList, RemoteCache
 from .client import Connection, connect
 from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_registry,
                        setUnjellyableFactoryForClass, setUnjellyableForClass)
@@ -37,7 +38,7 @@ __all__ = [
     "connect", "Connection", "Server", "Limits", "SecurityOptions",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
-    "Avatar", "Viewable", "Copyable", "RemoteCopy",
+    "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",
     "setUnjellyableForClass", "setUnjellyableFactoryForClass",
     "UnjellyableRegistry", "default_registry",
     # results

@@ -38,7 +38,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import banana
+from .brokercache import CacheProtocol, CacheRecord
+from .cache import Cacheable, RemoteCache
 from .copyable import Copyable
+from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
 from .errors import BananaError, Error, InsecureJelly, NoSuchMethod, ProtocolError
 from .flavors import Referenceable, Root, Viewable, ViewPoint
 from .jelly import Incomplete, JellyError, Reader, SecurityOptions, Writer
@@ -108,54 +111,13 @@ class ImportRecord:
         self.proxy: Callable[[], Any] = lambda: None
 
 
-@dataclass(slots=True)
-class Ready:
-    """The dialect is settled; calls may be made."""
-
-
-@dataclass(slots=True)
-class CallReceived:
-    """The peer called one of our methods; run it and answer by request id."""
-
-    request_id: int
-    method: Callable[..., Any]
-    args: tuple
-    kwargs: Dict[str, Any]
-    answer_required: bool
-    #: The perspective the answer is encoded for (pass it to :meth:`Broker.answer`).
-    perspective: Any = None
-
-
-@dataclass(slots=True)
-class AnswerReceived:
-    """A call of ours returned ``value``."""
-
-    request_id: int
-    value: Any
-
-
-@dataclass(slots=True)
-class ErrorReceived:
-    """A call of ours failed with ``error``."""
-
-    request_id: int
-    error: BaseException
-
-
-@dataclass(slots=True)
-class ProtocolViolation:
-    """The peer broke the protocol; close the connection."""
-
-    error: BaseException
-
-
 Event = Any
 ProxyFactory = Callable[["Broker", ImportRecord], Any]
 
 _AWAIT_OFFER, _AWAIT_CHOICE, _READY, _DEAD = range(4)
 
 
-class Broker:
+class Broker(CacheProtocol):
     """PB protocol state of one connection.
 
     Args:
@@ -177,7 +139,7 @@ class Broker:
         self.security = security if security is not None else SecurityOptions()
         self.security.register(FAILURE_TAG, exception_from_state)
         self.proxy_factory = proxy_factory or (lambda broker, record: record)
-        self.released: Deque[ImportRecord] = collections.deque()
+        self.released: Deque[Any] = collections.deque()  # ImportRecords and CacheRecords
         self._state = _AWAIT_OFFER if is_client else _AWAIT_CHOICE
         self._vocab = False
         self._out: List[bytes] = []
@@ -197,6 +159,7 @@ class Broker:
         self._waiting: set = set()
         self._incoming = 0
         self._max_incoming = limits.max_incoming_calls
+        self._init_caches()
         if root is not None:
             published = root.rootObject(self) if isinstance(root, Root) else root
             self._exports[b"root"] = [published, None]
@@ -347,6 +310,7 @@ class Broker:
         self._reader = Reader(b"", 0, self.security, self, self._vocab, self.limits.size_limit,
                               self.limits.prefix_limit, self.limits.max_depth)
         self._message_head = b"\x07\x80" + self._writer.word(b"message")
+        self._cachemessage_head = b"\x07\x80" + self._writer.word(b"cachemessage")
         self._answer_head = b"\x03\x80" + self._writer.word(b"answer")
         self._empty_kwargs = b"\x01\x80" + self._writer.word(b"dictionary")
         self._call_targets: Dict[Tuple[Any, str], bytes] = {}
@@ -374,9 +338,13 @@ class Broker:
         if version != PROTOCOL_VERSION:
             raise ProtocolError(f"peer speaks PB version {version!r}, not {PROTOCOL_VERSION}")
 
-    def _on_message(self, reader: Reader, count: int, events: List[Event]) -> None:
+    def _on_cachemessage(self, reader: Reader, count: int, events: List[Event]) -> None:
+        self._on_message(reader, count, events, cache=True)
+
+    def _on_message(self, reader: Reader, count: int, events: List[Event],
+                    cache: bool = False) -> None:
         if count != 6:
-            self._fields(reader, count, 6, "message")
+            self._fields(reader, count, 6, "cachemessage" if cache else "message")
         request_id, oid, name, answer_required = reader.raw_fields(4)
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
@@ -387,12 +355,17 @@ class Broker:
             method_name = name.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(f"method name {name!r} is not UTF-8") from None
-        entry = self._exports.get(oid) if type(oid) in (int, bytes) else None
-        if entry is None:
+        if cache:
+            target = self.cache_target(oid)
+        else:
+            entry = self._exports.get(oid) if type(oid) in (int, bytes) else None
+            target = None if entry is None else entry[0]
+        if target is None:
             reader.skip()
             reader.skip()
-            self._reply_error(request_id, answer_required, Error("Invalid Object ID"))
-            self._violation(f"message to unknown object id {oid!r}", events)
+            what = "Cache" if cache else "Object"  # Twisted's text: "Invalid Object ID"
+            self._reply_error(request_id, answer_required, Error(f"Invalid {what} ID"))
+            self._violation(f"message to unknown {what.lower()} id {oid!r}", events)
             return
         try:
             args = reader.jelly()
@@ -405,8 +378,7 @@ class Broker:
             return
         if reader.imported:
             self._commit(reader)
-        self._deliver_call(request_id, entry[0], method_name, args, kwargs, answer_required,
-                           events)
+        self._deliver_call(request_id, target, method_name, args, kwargs, answer_required, events)
 
     def _rest_of(self, reader: Reader) -> None:
         """Position ``reader`` after the message that failed to decode."""
@@ -427,11 +399,17 @@ class Broker:
             self._reply_error(request_id, answer_required,
                               TypeError("keyword argument names must be UTF-8 text"))
             return
-        method = target.remote_method(name) if isinstance(target, Referenceable) else None
+        if isinstance(target, Referenceable):
+            method, perspective = target.remote_method(name), target.pb_perspective
+        elif isinstance(target, RemoteCache):  # a cachemessage: the owner's update
+            method, perspective = target.observe_method(name), None
+        else:
+            method = perspective = None
         if method is None:
+            prefix = getattr(target, "remote_prefix", None) or getattr(
+                target, "observe_prefix", "remote_")
             self._reply_error(request_id, answer_required,
-                              NoSuchMethod(f"No such method: "
-                                           f"{getattr(target, 'remote_prefix', 'remote_')}{name}"))
+                              NoSuchMethod(f"No such method: {prefix}{name}"))
             return
         limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
@@ -441,7 +419,7 @@ class Broker:
         if answer_required:
             self._incoming += 1
         events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required,
-                                   target.pb_perspective))
+                                   perspective))
 
     def _violation(self, reason: str, events: List[Event]) -> None:
         if self.limits.close_on_violation:
@@ -499,6 +477,9 @@ class Broker:
         b"answer": _on_answer,
         b"error": _on_error,
         b"decref": _on_decref,
+        b"cachemessage": _on_cachemessage,
+        b"decache": CacheProtocol._on_decache,
+        b"uncache": CacheProtocol._on_uncache,
         b"didNotUnderstand": _on_did_not_understand,
     }
 
@@ -519,6 +500,12 @@ class Broker:
             if isinstance(obj, Viewable):
                 obj = self._view_of(obj)
             out.append(b"\x02\x80" + writer.word(b"remote") + writer.int_token(self._export(obj)))
+            return True
+        if isinstance(obj, Cacheable):
+            self._write_cacheable(obj, writer, out)
+            return True
+        if isinstance(obj, RemoteCache):
+            self._write_remote_cache(obj, writer, out)
             return True
         if isinstance(obj, Copyable):
             perspective = self._perspective
@@ -578,6 +565,9 @@ class Broker:
     def _send_decrefs(self) -> None:
         while self.released:
             record = self.released.popleft()
+            if type(record) is CacheRecord:
+                self._decache(record)
+                continue
             if self._imports.get(record.oid) is record:
                 del self._imports[record.oid]
             if self._state == _READY:
@@ -588,10 +578,12 @@ class Broker:
     # ------------------------------------------------------------ operations
 
     def call(self, oid: Any, name: str, args: tuple = (), kwargs: Optional[Dict[str, Any]] = None,
-             answer_required: bool = True, perspective: Any = None) -> int:
+             answer_required: bool = True, perspective: Any = None, cache: bool = False) -> int:
         """Queue a call of ``name`` on the peer's object ``oid``.
 
         ``perspective`` is passed to the arguments' ``getStateToCopyFor``.
+        With ``cache``, ``oid`` is a cache id and the call is a
+        ``cachemessage`` to the peer's RemoteCache (``observe_`` methods).
 
         Returns:
             the request id; its answer arrives as an event with that id.
@@ -617,7 +609,8 @@ class Broker:
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[(oid, name)] = target
-        head = (self._message_head + writer.int_token(request_id) + target
+        head = ((self._cachemessage_head if cache else self._message_head)
+                + writer.int_token(request_id) + target
                 + (b"\x01\x81" if answer_required else b"\x00\x81"))
         if len(body) <= 8 and not writer.wrote_large:  # small: one piece, one plain send
             self._out.append(head + b"".join(body))
@@ -665,17 +658,23 @@ class Broker:
         return out
 
     def _commit_exports(self) -> None:
-        """The message was encoded: count the references it exported."""
-        for oid in self._pending_exports:
-            self._exports[oid][1] += 1
+        """The message was encoded: count the references and caches it sent."""
+        for item in self._pending_exports:
+            if type(item) is list:  # a cache entry
+                item[1] += 1
+            else:
+                self._exports[item][1] += 1
         self._pending_exports = []
 
     def _rollback_exports(self) -> None:
-        for oid in self._pending_exports:
-            entry = self._exports.get(oid)
+        pending, self._pending_exports = self._pending_exports, []
+        for item in pending:
+            if type(item) is list:
+                self._rollback_cache(item)
+                continue
+            entry = self._exports.get(item)
             if entry is not None and entry[1] == 0:
-                self._forget_export(oid)
-        self._pending_exports = []
+                self._forget_export(item)
 
     def answer(self, request_id: Any, value: Any, perspective: Any = None) -> None:
         """Queue the answer to the peer's call ``request_id``.
@@ -737,6 +736,10 @@ class Broker:
         self._export_ids.clear()
         self._viewpoints.clear()
         self._imports.clear()
+        self._caches.clear()
+        self._cache_ids.clear()
+        self._cache_imports.clear()
+        self._cache_dicts.clear()
         self.released.clear()
         self._out = []
         return waiting

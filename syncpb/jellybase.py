@@ -50,7 +50,7 @@ BASIC_TYPES = frozenset({
     b"None", b"unicode", b"boolean", b"list", b"tuple", b"dictionary",
     b"set", b"frozenset", b"decimal", b"datetime", b"date", b"time",
     b"timedelta", b"reference", b"dereference", b"unpersistable",
-    b"persistent", b"remote", b"local",
+    b"persistent", b"remote", b"local", b"cached", b"lcache",
 })
 
 

@@ -255,15 +255,17 @@ class Reader:
                 refuses to build (an unhashable set member, a year 10**9).
             InsecureJelly: a form the allow-list refuses.
         """
-        if self._refs:
-            self._refs = {}
-        if self._pending:
-            self._pending = {}
+        pending = None
         try:
             value = self.value()
         except (TypeError, ValueError, OverflowError, ArithmeticError, LookupError) as exc:
             raise JellyError(f"malformed value: {exc}") from exc
-        if self._pending:
+        finally:  # a reader outlives its message: keep none of its objects alive
+            if self._refs:
+                self._refs = {}
+            if self._pending:
+                pending, self._pending = self._pending, {}
+        if pending:
             raise JellyError("dereference to a reference that was never defined")
         return value
 
@@ -518,12 +520,16 @@ class Reader:
         form, target = entry
         if form == "factory":
             return self._copy(target, count, claim)
-        if form == "cache":
+        cid = None
+        if form == "cache":  # [tag, cache id, state]
             if self.ctx is None:
                 raise JellyError("a cached object outside a connection")
-            return self.ctx.unjelly_cache(target, count, claim, self)
-        self._arity(count, 1, "copy form")
-        obj = target.__new__(target)  # restored, not constructed (as Twisted does)
+            self._arity(count, 2, "cache form")
+            cid = self.raw()
+            obj = self.ctx.unjelly_cache(target, cid)
+        else:
+            self._arity(count, 1, "copy form")
+            obj = target.__new__(target)  # restored, not constructed (as Twisted does)
         self._register(claim, obj)  # before the state: a cycle through it resolves
         state = self.value()
         try:
@@ -531,6 +537,8 @@ class Reader:
         except Exception as exc:  # the receiver's own code: refuse this copy, clearly
             raise JellyError(f"{target.__qualname__}.setCopyableState failed: "
                              f"{type(exc).__name__}: {exc}") from exc
+        if cid is not None:
+            self.ctx.cache_filled(cid, obj)
         return obj
 
     def _h_decimal(self, count: int) -> decimal.Decimal:
@@ -617,6 +625,18 @@ class Reader:
             raise JellyError("bad remote reference")
         return self.ctx.unjelly_remote(oid, self)
 
+    def _h_cached(self, count: int) -> Any:
+        self._arity(count, 1, "cached")
+        if self.ctx is None:
+            raise JellyError("a cached reference outside a connection")
+        return self.ctx.unjelly_cached(self.raw())
+
+    def _h_lcache(self, count: int) -> Any:
+        self._arity(count, 1, "lcache")
+        if self.ctx is None:
+            raise JellyError("a cache reference outside a connection")
+        return self.ctx.unjelly_lcache(self.raw())
+
     def _h_local(self, count: int) -> Any:
         self._arity(count, 1, "local")
         oid = self.raw()
@@ -633,7 +653,7 @@ _HANDLERS: Dict[bytes, Callable[[Reader, int], Any]] = {
     b"timedelta": Reader._h_timedelta, b"reference": Reader._h_reference,
     b"dereference": Reader._h_dereference, b"unpersistable": Reader._h_unpersistable,
     b"persistent": Reader._h_unpersistable, b"remote": Reader._h_remote,
-    b"local": Reader._h_local,
+    b"local": Reader._h_local, b"cached": Reader._h_cached, b"lcache": Reader._h_lcache,
 }
 
 # Containers whose head is a one-byte vocabulary token, read without the

@@ -281,6 +281,16 @@ class Writer:
                     value(key, out)
                 value(item, out)
 
+    def shared(self, obj: Any) -> bool:
+        """Was ``obj`` already written in this serialisation?"""
+        return id(obj) in self._refs
+
+    def cache_form(self, tag: bytes, cid: int, state: Any, obj: Any, out: List[bytes]) -> None:
+        """Write ``[tag, cache id, state]``, a Cacheable's first send."""
+        if self.begin_shared(obj, out):
+            out.append(b"\x03\x80" + self.word(tag) + self.int_token(cid))
+            self.value(state, out)
+
     def copy_form(self, tag: bytes, state: Any, obj: Any, out: List[bytes]) -> None:
         """Write ``[tag, state]`` for a pass-by-copy object ``obj``."""
         if self.begin_shared(obj, out):

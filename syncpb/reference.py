@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .broker import ImportRecord
     from .deferred import Deferred
 
-__all__ = ["RemoteReference"]
+__all__ = ["RemoteReference", "RemoteCacheObserver"]
 
 
 class RemoteReference:
@@ -143,3 +143,48 @@ def _blocking_method(name: str) -> Callable[..., Any]:
 
     blocking_call.__name__ = blocking_call.__qualname__ = name
     return blocking_call
+
+
+class RemoteCacheObserver:
+    """The owner's handle on one connection's copy of a Cacheable.
+
+    Given to :meth:`~syncpb.cache.Cacheable.getStateToCacheAndObserveFor`
+    (and the same object to ``stoppedObserving``). ``callRemote("name",
+    ...)`` runs ``observe_name(...)`` on the holder's RemoteCache and
+    returns a Deferred; updates arrive in the order they were sent. Two
+    observers are equal when they stand for the same connection, object
+    and perspective.
+    """
+
+    def __init__(self, session: Any, cacheable: Any, perspective: Any) -> None:
+        self.session = session
+        self.cacheable = cacheable
+        self.perspective = perspective
+
+    def callRemote(self, _name: str, *args: Any, **kwargs: Any) -> "Deferred":  # noqa: N802
+        """Send an update; return the Deferred of the holder's answer.
+
+        Raises:
+            DeadReferenceError: the connection is closed or the holder has
+                dropped its copy.
+        """
+        if self.session.closed:
+            raise DeadReferenceError("Calling Stale Broker")
+        if isinstance(_name, bytes):
+            _name = _name.decode("utf-8")
+        return self.session.call_remote(self.perspective, _name, args, kwargs,
+                                        cache=self.cacheable)
+
+    def _key(self) -> tuple:
+        return (id(self.session), id(self.cacheable), id(self.perspective))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RemoteCacheObserver):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"<RemoteCacheObserver of {self.cacheable!r} via {self.session!r}>"

@@ -38,7 +38,7 @@ from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, Import
 from .deferred import Deferred
 from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, ProtocolError
 from .failure import Failure
-from .reference import RemoteReference
+from .reference import RemoteCacheObserver, RemoteReference
 
 __all__ = ["Session", "OSThread", "OSFlag", "real", "gevent_active"]
 
@@ -227,6 +227,8 @@ class Session:
         self._lost_done = False
         self._disconnect_callbacks: List[Callable[[], Any]] = []
         broker.proxy_factory = self._make_proxy
+        broker.observer_factory = self._make_observer
+        broker.on_release = self.release
         self._enqueue_locked()
 
     def __repr__(self) -> str:
@@ -249,12 +251,16 @@ class Session:
     def _make_proxy(self, broker: Broker, record: ImportRecord) -> RemoteReference:
         return RemoteReference(self, record)
 
+    def _make_observer(self, broker: Broker, cacheable: Any, perspective: Any) -> Any:
+        return RemoteCacheObserver(self, cacheable, perspective)
+
     def root_reference(self) -> RemoteReference:
         """A proxy for the peer's ``b'root'`` object (never released)."""
         return RemoteReference(self, ImportRecord(b"root"), counted=False)  # type: ignore[arg-type]
 
-    def release(self, record: ImportRecord) -> None:
-        """A proxy died: queue its decrefs (safe from ``__del__``, any thread)."""
+    def release(self, record: Any) -> None:
+        """A proxy or a cache copy died: queue its decrefs / decache (safe from
+        ``__del__`` and weak-reference callbacks, in any thread)."""
         if not self._lost_done:
             self.broker.released.append(record)
             self._kick()
@@ -262,13 +268,16 @@ class Session:
     # ------------------------------------------------------------ outgoing
 
     def call_remote(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
-                    answer_required: bool = True) -> Deferred:
+                    answer_required: bool = True, cache: Any = None) -> Deferred:
         """Send a call; return the Deferred of its answer.
 
+        With ``cache`` (a Cacheable the peer holds), the call is an update
+        of the peer's copy and ``oid`` is the perspective it is sent for.
         An argument that cannot be sent fails the Deferred at once.
 
         Raises:
-            DeadReferenceError: the connection is closed.
+            DeadReferenceError: the connection is closed, or the peer no
+                longer holds ``cache``.
         """
         d = Deferred()
         d._waiter = self.waiter
@@ -276,7 +285,14 @@ class Session:
             if self.closed:
                 raise DeadReferenceError("Calling Stale Broker")
             try:
-                request_id = self.broker.call(oid, name, args, kwargs, answer_required)
+                if cache is None:
+                    request_id = self.broker.call(oid, name, args, kwargs, answer_required)
+                else:
+                    cid = self.broker.cache_id_of(cache)
+                    if cid is None:
+                        raise DeadReferenceError("the peer no longer holds this cached object")
+                    request_id = self.broker.call(cid, name, args, kwargs, answer_required,
+                                                  perspective=oid, cache=True)
             except (BananaError, TypeError, Error, ProtocolError) as exc:
                 error: Optional[BaseException] = exc
             else:
@@ -457,6 +473,7 @@ class Session:
             if self._lost_done:
                 return
             self._lost_done = self.closed = True
+            stopped = self.broker.take_observers()
             self.broker.connection_lost()
             pending, self._pending = self._pending, {}
         try:
@@ -472,6 +489,11 @@ class Session:
         self._closed_socket()
         if not self.ready.called:
             self.ready.errback(Failure(ConnectionLost(f"connection to {self.name} lost: {reason}")))
+        for call in stopped:  # every cache the peer held stops being observed
+            try:
+                call.method(*call.args)
+            except Exception:
+                log.exception("error in stoppedObserving")
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
         for callback in callbacks:
             try:

@@ -22,6 +22,9 @@ def run_calls(broker: Broker, events: Iterable[Any]) -> None:
     """Run every CallReceived event and queue its answer or failure."""
     for event in events:
         if isinstance(event, CallReceived):
+            if not event.answer_required:
+                event.method(*event.args, **event.kwargs)
+                continue
             try:
                 result = event.method(*event.args, **event.kwargs)
             except Exception as exc:

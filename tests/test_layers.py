@@ -20,6 +20,7 @@ LAYER = {
     "errors": 0.0, "copyable": 0.5,
     "banana": 1.0, "flavors": 1.0, "wirefailure": 1.0, "jellybase": 1.0,
     "jellywriter": 1.1, "jellyreader": 1.1, "jelly": 1.2,
+    "cache": 0.6, "events": 1.8, "brokercache": 1.9,
     "broker": 2.0,
     "failure": 3.0, "transport": 3.0, "dispatch": 3.0, "deferred": 3.1, "reference": 3.2,
     "session": 4.0, "threaded": 4.1, "green": 4.1,

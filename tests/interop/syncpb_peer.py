@@ -88,8 +88,47 @@ class RemotePoint(syncpb.RemoteCopy):
     __module__ = "interop_types"
 
 
+class Counter(syncpb.Cacheable):
+    """Twin of ``interop_types.Counter``."""
+
+    __module__ = "interop_types"
+
+    def __init__(self):
+        self.value = 0
+        self.observers = syncpb.ObserverList()
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.add(observer)
+        return {"value": self.value}
+
+    def stoppedObserving(self, perspective, observer):
+        self.observers.discard(observer)
+
+    def increment(self):
+        """A Deferred of the new value, once every holder has applied it."""
+        self.value += 1
+        return syncpb.gather(self.observers.notify("setValue", self.value)).addCallback(
+            lambda _: self.value)
+
+
+class RemoteCounter(syncpb.RemoteCache):
+    """Twin of ``interop_types.RemoteCounter``."""
+
+    __module__ = "interop_types"
+
+    def setCopyableState(self, state):
+        self.__dict__.update(state)
+        self.updates = []
+
+    def observe_setValue(self, value):  # noqa: N802 - the PB method name
+        self.value = value
+        self.updates.append(value)
+        return "ok"
+
+
 syncpb.setUnjellyableForClass(CopyableError, RemoteCopyableError)
 syncpb.setUnjellyableForClass(Point, RemotePoint)
+syncpb.setUnjellyableForClass(Counter, RemoteCounter)
 
 
 # -- the expected values (a copy of interop_types.sample_values) ---------------
@@ -120,6 +159,7 @@ class ConnectionRoot(syncpb.Referenceable):
 
     def __init__(self, broker):
         self.broker = broker
+        self.counter = Counter()
         self.stored = None
 
     # -- plain values ------------------------------------------------------
@@ -171,6 +211,20 @@ class ConnectionRoot(syncpb.Referenceable):
         if not isinstance(p, RemotePoint):
             raise TypeError(f"expected a RemotePoint, got {type(p).__name__}")
         return p.x + p.y
+
+    # -- caches --------------------------------------------------------------
+
+    def remote_getCounter(self):
+        return self.counter
+
+    def remote_increment(self):
+        return self.counter.increment()
+
+    def remote_isCounter(self, c):
+        return c is self.counter
+
+    def remote_observerCount(self):
+        return len(self.counter.observers)
 
     # -- deferred results ----------------------------------------------------
 

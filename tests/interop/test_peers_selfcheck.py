@@ -8,7 +8,8 @@ from pathlib import Path
 
 PEERS_DIR = Path(__file__).resolve().parent.parent / "peers"
 
-EXPECTED_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
+EXPECTED_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
+                  "cache"]
 
 
 def failures(report):
@@ -27,7 +28,7 @@ def test_client_against_server_all_ok(twisted_server, run_twisted_client):
         "types.big", "types.timedelta", "errors.failValue", "errors.failPbError",
         "errors.failDeferred", "errors.failCopyable", "errors.noSuchMethod",
         "callbacks.callMeBack", "refs.refCount_held", "refs.refCount_dropped",
-        "store.decref_received", "inflight.order", "copy.getPoint", "copy.sumPoint",
+        "store.decref_received", "inflight.order", "copy.getPoint", "copy.sumPoint", "cache.update", "cache.released",
     ):
         assert required in names
 

@@ -24,8 +24,8 @@ import pytest
 
 import syncpb
 from syncpb_peer import (SAMPLE_NAMES, CopyableError, MyError, Point, RemoteCopyableError,
-                         RemotePoint, make_cycle, make_shared, mismatch, sample_values,
-                         structure_problem)
+                         RemoteCounter, RemotePoint, make_cycle, make_shared, mismatch,
+                         sample_values, structure_problem)
 
 WAIT = 10.0  # upper bound of any single wait for an answer
 
@@ -297,6 +297,22 @@ def test_copy_from_twisted(root):
 def test_copy_to_twisted(root):
     assert call(root, "sumPoint", Point(10, 20)) == 30
     assert root.sumPoint(Point(-3, 3)) == 0
+
+
+def test_cache_from_twisted_is_updated_sent_back_and_released(root):
+    counter = call(root, "getCounter")
+    assert type(counter) is RemoteCounter and counter.value == 0
+    again = call(root, "getCounter")  # ['cached', id]: another object, same state
+    assert again is not counter and again == counter
+    assert call(root, "increment") == 1  # answered once our copy applied the update
+    assert counter.value == again.value == 1 and counter.updates == [1]
+    assert call(root, "isCounter", counter) is True  # lcache: Twisted's own object
+    assert call(root, "observerCount") == 1
+    del counter, again
+    gc.collect()  # both occurrences decached, then Twisted sends uncache
+    assert call(root, "observerCount") == 0
+    fresh = call(root, "getCounter")  # a new full copy, with the current state
+    assert fresh.value == 1
 
 
 def test_fail_deferred(root):

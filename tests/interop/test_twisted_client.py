@@ -25,7 +25,8 @@ from syncpb_peer import SAMPLE_NAMES, RootProvider
 
 CLIENT_TIMEOUT = 45.0  # the client's own safety timeout is 30 s
 
-DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
+DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
+                 "cache"]
 
 # Every check the client reports for the default steps, in its order.
 EXPECTED_RESULTS = (
@@ -46,6 +47,8 @@ EXPECTED_RESULTS = (
                               "decref_received")]
     + ["inflight.add", "inflight.slowAdd", "inflight.order"]
     + ["copy.getPoint", "copy.sumPoint"]
+    + [f"cache.{n}" for n in ("getCounter", "increment", "update", "lcache", "observing",
+                              "released")]
 )
 LARGE_RESULTS = ["large.echo_str", "large.echo_bytes", "large.callback_answer", "large.after"]
 

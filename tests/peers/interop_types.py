@@ -59,9 +59,51 @@ class RemotePoint(pb.RemoteCopy):
 pb.setUnjellyableForClass(Point, RemotePoint)
 
 
+class Counter(pb.Cacheable):
+    """A Cacheable (tag ``b'interop_types.Counter'``, state ``value``) that
+    sends ``setValue`` to every holder on each increment."""
+
+    def __init__(self):
+        self.value = 0
+        self.observers = []
+
+    def getStateToCacheAndObserveFor(self, perspective, observer):
+        self.observers.append(observer)
+        return {"value": self.value}
+
+    def stoppedObserving(self, perspective, observer):
+        # Twisted hands a new observer object here; match it by its broker.
+        self.observers = [o for o in self.observers if o.broker is not observer.broker]
+
+    def increment(self):
+        """Fires with the new value once every holder has applied it."""
+        from twisted.internet import defer
+
+        self.value += 1
+        updates = [o.callRemote("setValue", self.value) for o in self.observers]
+        return defer.gatherResults(updates).addCallback(lambda _: self.value)
+
+
+class RemoteCounter(pb.RemoteCache):
+    """A holder's copy of a Counter; ``updates`` lists the values received."""
+
+    def setCopyableState(self, state):
+        self.__dict__.update(state)
+        self.updates = []
+
+    def observe_setValue(self, value):
+        self.value = value
+        self.updates.append(value)
+        return "ok"
+
+
+pb.setUnjellyableForClass(Counter, RemoteCounter)
+
+
 # The expected values live in a Twisted-free module shared with the syncpb side.
 from samples import make_cycle, make_shared, sample_values  # noqa: E402,F401 (re-export)
 
 __all__ = ["MyError", "CopyableError", "RemoteCopyableError", "Point", "RemotePoint",
+           "Counter", "RemoteCounter",
            "make_cycle",
            "make_shared", "sample_values"]

@@ -323,6 +323,31 @@ def step_copy(root, results, options):
 
 
 @defer.inlineCallbacks
+def step_cache(root, results, options):
+    """A Cacheable from the server: copied once, updated through observe_,
+    sent back as lcache, and released (decache/uncache) when dropped."""
+    ok, counter = yield call(root, "getCounter")
+    if not ok:
+        results.record("cache.getCounter", False, f"failed: {describe_failure(counter)}")
+        return
+    results.record(
+        "cache.getCounter",
+        isinstance(counter, interop_types.RemoteCounter) and counter.value == 0,
+        f"{type(counter).__name__} value={getattr(counter, 'value', None)}",
+    )
+    results.expect_value("cache.increment", (yield call(root, "increment")), 1)
+    results.record(
+        "cache.update", counter.value == 1 and counter.updates == [1],
+        f"value={counter.value} updates={counter.updates}",
+    )
+    results.expect_value("cache.lcache", (yield call(root, "isCounter", counter)), True)
+    results.expect_value("cache.observing", (yield call(root, "observerCount")), 1)
+    del counter
+    gc.collect()  # Twisted's RemoteCache sends decache from __del__, before our next call
+    results.expect_value("cache.released", (yield call(root, "observerCount")), 0)
+
+
+@defer.inlineCallbacks
 def step_large(root, results, options):
     """Messages longer than one socket read (64 KiB and more) in both
     directions, including an answer from us to the server's own call.
@@ -349,9 +374,11 @@ STEPS = {
     "store": step_store,
     "inflight": step_inflight,
     "copy": step_copy,
+    "cache": step_cache,
     "large": step_large,
 }
-DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy"]
+DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
+                 "cache"]
 
 
 # -- driver -------------------------------------------------------------------

@@ -29,6 +29,10 @@ broker. Its ``remote_`` methods:
     dropStored() -> True            forgets it + gc.collect(), so decref is sent
     getPoint(x, y) -> interop_types.Point(x, y), sent by copy
     sumPoint(p) -> p.x + p.y; TypeError unless p arrived as a RemotePoint
+    getCounter() -> this connection's interop_types.Counter (a Cacheable)
+    increment() -> the new value, once every holder has applied the update
+    isCounter(c) -> c is this connection's Counter (c came back as lcache)
+    observerCount() -> holders of this connection's Counter still observing
     types() -> interop_types.sample_values()
     cycle() -> a list that contains itself
     shared() -> [a, a] with a = [1, 2]
@@ -61,6 +65,7 @@ class ConnectionRoot(pb.Referenceable):
 
     def __init__(self, broker):
         self.broker = broker
+        self.counter = interop_types.Counter()
         self.stored = None
 
     # -- plain values ------------------------------------------------------
@@ -111,6 +116,20 @@ class ConnectionRoot(pb.Referenceable):
         if not isinstance(p, interop_types.RemotePoint):
             raise TypeError(f"expected a RemotePoint, got {type(p).__name__}")
         return p.x + p.y
+
+    # -- caches --------------------------------------------------------------
+
+    def remote_getCounter(self):
+        return self.counter
+
+    def remote_increment(self):
+        return self.counter.increment()
+
+    def remote_isCounter(self, c):
+        return c is self.counter
+
+    def remote_observerCount(self):
+        return len(self.counter.observers)
 
     # -- deferred results ----------------------------------------------------
 
