@@ -30,6 +30,7 @@ from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
 from .reference import RemoteReference
 from .server import Server
+from . import util  # paging: syncpb.util.getAllPages, StringPager, ...
 
 __version__ = "0.1.0.dev0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",
     "setUnjellyableForClass", "setUnjellyableFactoryForClass",
     "UnjellyableRegistry", "default_registry",
+    "util",
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
     # errors

@@ -90,6 +90,13 @@ class GreenSession(Session):
             with self._send_mutex:
                 self._write_queue()
 
+    def spawn(self, task: Any, name: str) -> None:
+        """Run ``task`` in a new greenlet of this session's hub."""
+        if _get_ident() == self._hub_thread:
+            self._gevent.spawn_raw(task)
+        else:
+            self._hub.loop.run_callback_threadsafe(self._gevent.spawn_raw, task)
+
     def _kick(self) -> None:
         self._hub.loop.run_callback_threadsafe(self._flush_released)
 

@@ -452,6 +452,14 @@ class Session:
 
     # ------------------------------------------------------------ ending
 
+    def flush(self) -> None:
+        """Write everything queued now (blocks while the socket is full)."""
+        self._flush()
+
+    def spawn(self, task: Callable[[], Any], name: str) -> None:
+        """Run ``task`` in the background (a thread here; a greenlet for gevent)."""
+        OSThread(task, name).start()
+
     def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Run ``callback()`` once when the connection ends."""
         if self._lost_done:

@@ -141,14 +141,28 @@ class ThreadedSession(Session):
         """Block until ``deferred`` settles, reading the socket when we may lead."""
         deadline = None if timeout is None else _monotonic() + timeout
         me = _Follower()
-        deferred._add_settled_hook(me.settled)
+
+        def settled() -> None:
+            # Often settled by an incoming call on the dispatcher thread
+            # (paging, callbacks): if this waiter is reading, wake it.
+            me.settled()
+            if self._leader is me:
+                self._poke()
+
+        deferred._add_settled_hook(settled)
         try:
             before_blocking()
             if self._queue:
                 self._flush()
-            self._wait(me, deadline)
+            self._wait(me, deadline, interruptible=True)
         finally:
-            deferred._remove_settled_hook(me.settled)
+            deferred._remove_settled_hook(settled)
+
+    def _poke(self) -> None:
+        """Wake whoever waits in ``select`` on the wake-up pipe."""
+        with self._state:
+            if self._wake_fds:
+                os.write(self._wake_w, b"x")
 
     def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
                       timeout: Optional[float] = None) -> Any:
@@ -192,7 +206,8 @@ class ThreadedSession(Session):
             return slot.value
         raise slot.value
 
-    def _wait(self, me: _Follower, deadline: Optional[float]) -> None:
+    def _wait(self, me: _Follower, deadline: Optional[float],
+              interruptible: bool = False) -> None:
         while not me.done and not self._lost_done:
             remaining = None if deadline is None else deadline - _monotonic()
             if remaining is not None and remaining <= 0:
@@ -200,11 +215,11 @@ class ThreadedSession(Session):
             role = self._try_lead(me)
             if role == "lead":
                 try:
-                    self._lead(me, deadline)
+                    self._lead(me, deadline, interruptible)
                 finally:
                     self._resign()
             elif role == "nested":
-                self._lead(me, deadline)
+                self._lead(me, deadline, interruptible)
             else:
                 me.lock.acquire(True, -1 if remaining is None else remaining)
                 with self._state:
@@ -241,14 +256,29 @@ class ThreadedSession(Session):
             if self._followers:
                 self._wake_next_locked()
 
-    def _lead(self, me: _Follower, deadline: Optional[float]) -> None:
+    def _lead(self, me: _Follower, deadline: Optional[float],
+              interruptible: bool = False) -> None:
+        """Read until ``me`` is done. A blocking call's answer comes over the
+        socket, so it just reads; an ``interruptible`` waiter (a Deferred
+        settled by anything) also wakes on the pipe (see :meth:`_poke`)."""
         sock = self.sock
         while not me.done and not self._lost_done:
-            if deadline is not None:
-                remaining = deadline - _monotonic()
-                if remaining <= 0:
+            if deadline is not None or interruptible:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
                     return
-                ready, _, _ = select.select([sock], [], [], remaining)
+                wake = self._wake_r if interruptible and self._wake_fds else None
+                try:
+                    ready, _, _ = select.select([sock] if wake is None else [sock, wake],
+                                                [], [], remaining)
+                except (OSError, ValueError):  # closed under us: the loop sees it
+                    return
+                if wake is not None and wake in ready:
+                    try:
+                        os.read(wake, 64)
+                    except OSError:
+                        return
+                    continue
                 if not ready:
                     return
             data = self._recv(sock)  # the hot loop of a blocking call: one helper only

@@ -47,11 +47,12 @@ class Closed(Exception):
 
 
 def message(request_id: Any, oid: Any, name: bytes, args: Any, kwargs: Any = None,
-            answer_required: int = 1) -> bytes:
-    """A ``message`` frame built from plain Banana trees (Jelly written by hand)."""
+            answer_required: int = 1, command: bytes = b"message") -> bytes:
+    """A ``message`` (or ``cachemessage``) frame built from plain Banana trees
+    (Jelly written by hand)."""
     if kwargs is None:
         kwargs = [b"dictionary"]
-    return banana.encode([b"message", request_id, oid, name, answer_required, args, kwargs])
+    return banana.encode([command, request_id, oid, name, answer_required, args, kwargs])
 
 
 def failure_fields(payload: Any) -> dict:

@@ -27,6 +27,7 @@ import pytest
 import syncpb
 
 from gates import Gates
+from hubthread import run_in_gevent_thread
 
 WAIT = 5.0
 
@@ -227,32 +228,6 @@ def test_b_threads_each_with_own_connection(address):
 
 
 # ====================================================================== (c) gevent
-
-
-def run_in_gevent_thread(scenario, timeout=30):
-    """Run ``scenario()`` in a new OS thread that owns a gevent hub.
-
-    The hub is created before the scenario runs, so connect() there makes a
-    greenlet-driven connection. Returns the scenario's result.
-    """
-    outcome = {}
-
-    def body():
-        hub = gevent.get_hub()
-        try:
-            outcome["result"] = scenario()
-        except BaseException as exc:
-            outcome["error"] = exc
-        finally:
-            hub.destroy(destroy_loop=True)
-
-    thread = threading.Thread(target=body, name="gevent-program", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), "gevent program did not finish"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 def test_c_a_call_blocks_only_its_greenlet(address):

@@ -24,7 +24,7 @@ LAYER = {
     "broker": 2.0,
     "failure": 3.0, "transport": 3.0, "dispatch": 3.0, "deferred": 3.1, "reference": 3.2,
     "session": 4.0, "threaded": 4.1, "green": 4.1,
-    "client": 5.0, "server": 5.0,
+    "client": 5.0, "server": 5.0, "util": 5.0,
     "__init__": 6.0,
 }
 IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "_thread", "gevent",

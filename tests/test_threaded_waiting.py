@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -117,3 +118,33 @@ def test_closing_ends_the_dispatcher_threads(server_factory):
     for thread in workers:
         thread.join(10)
     assert not any(thread.is_alive() for thread in workers)
+
+
+def test_deferred_settled_elsewhere_wakes_the_reading_waiter(server_factory):
+    """A connection's Deferred settled on another thread (as paging's is, by
+    the dispatcher) while its waiter reads the socket and nothing else
+    arrives: the waiter must wake at once. (It used to sleep in select
+    until its timeout; with no timeout, for ever: pytest-timeout would end
+    the test.)"""
+    _, address = server_factory(Slow())
+    with syncpb.connect(address, timeout=10) as conn:
+        session = conn._session
+        d = syncpb.Deferred()
+        d._waiter = session.waiter  # as paging's getAllPages does
+        waiter_reads = threading.Event()
+
+        def settle_once_the_waiter_reads():
+            for _ in range(10_000_000):  # bounded: the main thread leads within a few
+                if session._leader is not None and session._leader_thread == main:
+                    break
+                os.sched_yield()
+            waiter_reads.set()
+            d.callback("settled")
+
+        main = threading.get_ident()
+        helper = threading.Thread(target=settle_once_the_waiter_reads)
+        helper.start()
+        assert d.result() == "settled"
+        helper.join(10)
+        assert waiter_reads.is_set()
+        assert conn.root.echo(1) == 1  # the connection is still fine

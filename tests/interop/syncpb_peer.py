@@ -32,10 +32,11 @@ from pathlib import Path
 import gevent
 
 import syncpb
+from syncpb import util
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "peers"))
-from samples import (make_cycle, make_shared, mismatch, sample_values,  # noqa: E402,F401
-                     short, structure_problem)
+from samples import (BIG_SIZE, big_blob, make_cycle, make_shared, mismatch,  # noqa: E402,F401
+                     sample_values, sha256, short, structure_problem)
 
 
 # -- the classes shared with the Twisted peers ---------------------------------
@@ -225,6 +226,15 @@ class ConnectionRoot(syncpb.Referenceable):
 
     def remote_observerCount(self):
         return len(self.counter.observers)
+
+    # -- paging --------------------------------------------------------------
+
+    def remote_download(self, collector, size):
+        util.StringPager(collector, big_blob(size))
+
+    def remote_pull(self, source):
+        return util.getAllPages(source, "pages").addCallback(
+            lambda pages: sha256(b"".join(pages)))
 
     # -- deferred results ----------------------------------------------------
 

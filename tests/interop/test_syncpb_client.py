@@ -23,9 +23,10 @@ from decimal import Decimal
 import pytest
 
 import syncpb
+from syncpb import util
 from syncpb_peer import (SAMPLE_NAMES, CopyableError, MyError, Point, RemoteCopyableError,
-                         RemoteCounter, RemotePoint, make_cycle, make_shared, mismatch,
-                         sample_values, structure_problem)
+                         BIG_SIZE, RemoteCounter, RemotePoint, big_blob, make_cycle,
+                         make_shared, mismatch, sample_values, sha256, structure_problem)
 
 WAIT = 10.0  # upper bound of any single wait for an answer
 
@@ -313,6 +314,22 @@ def test_cache_from_twisted_is_updated_sent_back_and_released(root):
     assert call(root, "observerCount") == 0
     fresh = call(root, "getCounter")  # a new full copy, with the current state
     assert fresh.value == 1
+
+
+class Source(syncpb.Referenceable):
+    """Pages the 50 MiB blob to the Twisted server's collector."""
+
+    def remote_pages(self, collector):
+        util.StringPager(collector, big_blob())
+
+
+def test_paging_50_mib_from_twisted(root):
+    data = util.get_all_pages(root, "download", BIG_SIZE, timeout=60)
+    assert len(data) == BIG_SIZE and sha256(data) == sha256(big_blob())
+
+
+def test_paging_50_mib_to_twisted(root):
+    assert root.call("pull", Source(), timeout=60) == sha256(big_blob())
 
 
 def test_fail_deferred(root):

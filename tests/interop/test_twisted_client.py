@@ -233,3 +233,16 @@ def test_unsafe_tracebacks(run_twisted_client):
         report["results"]["errors.unsafeTraceback"]["detail"]
     )
     assert failures(report) == {}
+
+
+# -- paging ----------------------------------------------------------------------
+
+
+def test_paging_50_mib_both_ways(syncpb_server, run_twisted_client):
+    # twisted.spread.util.getAllPages from our server, and our getAllPages
+    # pulling from the Twisted client's StringPager.
+    report = run_twisted_client(syncpb_server.host, syncpb_server.port, "--only", "paging",
+                                timeout=CLIENT_TIMEOUT)
+    assert report["steps"] == ["paging"]
+    assert list(report["results"]) == ["paging.download", "paging.upload"]
+    assert failures(report) == {}

@@ -5,7 +5,9 @@ and by the syncpb side of the tests, so both compare against one set of
 expected values with one comparison.
 """
 
+import hashlib
 import math
+import random
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -126,3 +128,16 @@ def structure_problem(name, value):
             return None
         return f"shared: r[0] is not r[1] ({short(value)})"
     return None
+
+
+#: Size of the paging tests' payload (both peers build the same bytes).
+BIG_SIZE = 50 * 1024 * 1024
+
+
+def big_blob(size=BIG_SIZE):
+    """The same pseudo-random bytes in every process (50 MiB by default)."""
+    return random.Random(20261121).randbytes(BIG_SIZE)[:size]
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()

@@ -37,9 +37,10 @@ import twisted  # noqa: E402
 from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.logger import globalLogBeginner, textFileLogObserver  # noqa: E402
 from twisted.python import reflect  # noqa: E402
-from twisted.spread import pb  # noqa: E402
+from twisted.spread import pb, util  # noqa: E402
 
 import interop_types  # noqa: E402
+import samples  # noqa: E402
 from samples import mismatch, short, structure_problem  # noqa: E402
 
 
@@ -347,6 +348,27 @@ def step_cache(root, results, options):
     results.expect_value("cache.released", (yield call(root, "observerCount")), 0)
 
 
+class Source(pb.Referenceable):
+    """Pages samples.big_blob() to a collector (the upload direction)."""
+
+    def remote_pages(self, collector):
+        util.StringPager(collector, samples.big_blob())
+
+
+@defer.inlineCallbacks
+def step_paging(root, results, options):
+    """50 MiB each way with twisted.spread.util (not a default step)."""
+    expected = samples.sha256(samples.big_blob())
+    try:
+        pages = yield util.getAllPages(root, "download", samples.BIG_SIZE)
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        results.record("paging.download", False, f"failed: {exc!r}")
+    else:
+        got = samples.sha256(b"".join(pages))
+        results.record("paging.download", got == expected, f"{len(pages)} pages, sha {got}")
+    results.expect_value("paging.upload", (yield call(root, "pull", Source())), expected)
+
+
 @defer.inlineCallbacks
 def step_large(root, results, options):
     """Messages longer than one socket read (64 KiB and more) in both
@@ -375,6 +397,7 @@ STEPS = {
     "inflight": step_inflight,
     "copy": step_copy,
     "cache": step_cache,
+    "paging": step_paging,
     "large": step_large,
 }
 DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",

@@ -33,6 +33,9 @@ broker. Its ``remote_`` methods:
     increment() -> the new value, once every holder has applied the update
     isCounter(c) -> c is this connection's Counter (c came back as lcache)
     observerCount() -> holders of this connection's Counter still observing
+    download(collector, size) -> None; pages samples.big_blob(size) to the
+                                 collector with util.StringPager
+    pull(source) -> SHA-256 of all pages of util.getAllPages(source, 'pages')
     types() -> interop_types.sample_values()
     cycle() -> a list that contains itself
     shared() -> [a, a] with a = [1, 2]
@@ -48,9 +51,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from twisted.internet import defer, reactor  # noqa: E402
 from twisted.logger import globalLogBeginner, textFileLogObserver  # noqa: E402
-from twisted.spread import pb  # noqa: E402
+from twisted.spread import pb, util  # noqa: E402
 
 import interop_types  # noqa: E402
+import samples  # noqa: E402
 
 
 class Greeter(pb.Referenceable):
@@ -130,6 +134,15 @@ class ConnectionRoot(pb.Referenceable):
 
     def remote_observerCount(self):
         return len(self.counter.observers)
+
+    # -- paging --------------------------------------------------------------
+
+    def remote_download(self, collector, size):
+        util.StringPager(collector, samples.big_blob(size))
+
+    def remote_pull(self, source):
+        return util.getAllPages(source, "pages").addCallback(
+            lambda pages: samples.sha256(b"".join(pages)))
 
     # -- deferred results ----------------------------------------------------
 
