@@ -19,3 +19,17 @@ def test_calculator_demo_runs_and_stops_its_servers():
     assert "callback-style calls: total of 1000 additions = 1000000" in out
     assert "division by zero" in out
     assert out.rstrip().endswith("all servers stopped")
+
+
+def test_scoreboard_demo_uses_every_flavor_and_stops_its_server():
+    result = subprocess.run([sys.executable, str(EXAMPLES / "scoreboard" / "demo.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "scoreboard copy: RemoteScoreboard, leader nobody yet" in out
+    assert "submitted: ann: 450 points (rank 1); leader now ann with 450" in out
+    assert "submitted: bob: 200 points (rank 2); leader now ann with 450" in out
+    assert "ann's view: [120, 450] of 4 games" in out
+    assert "bob's view: [300, 200] of 4 games" in out
+    assert "history: 203560 bytes in pages, 8000 lines" in out
+    assert out.rstrip().endswith("server stopped")

@@ -127,6 +127,37 @@ class RemoteCounter(syncpb.RemoteCache):
         return "ok"
 
 
+class Board(syncpb.Viewable):
+    """Twin of ``interop_types.Board``."""
+
+    def __init__(self):
+        self.posts = []
+
+    def view_whoami(self, perspective):
+        return None if perspective is None else perspective.name
+
+    def view_post(self, perspective, text):
+        self.posts.append((perspective.name, text))
+        return len(self.posts)
+
+    def view_mine(self, perspective):
+        return [text for who, text in self.posts if who == perspective.name]
+
+
+class User(syncpb.Avatar):
+    """Twin of ``interop_types.User`` (handed out without a login)."""
+
+    def __init__(self, name, board):
+        self.name = name
+        self.board = board
+
+    def perspective_board(self):
+        return self.board
+
+    def perspective_name(self):
+        return self.name
+
+
 syncpb.setUnjellyableForClass(CopyableError, RemoteCopyableError)
 syncpb.setUnjellyableForClass(Point, RemotePoint)
 syncpb.setUnjellyableForClass(Counter, RemoteCounter)
@@ -161,6 +192,8 @@ class ConnectionRoot(syncpb.Referenceable):
     def __init__(self, broker):
         self.broker = broker
         self.counter = Counter()
+        self.board = Board()
+        self.users = {}
         self.stored = None
 
     # -- plain values ------------------------------------------------------
@@ -226,6 +259,13 @@ class ConnectionRoot(syncpb.Referenceable):
 
     def remote_observerCount(self):
         return len(self.counter.observers)
+
+    # -- views ---------------------------------------------------------------
+
+    def remote_user(self, name):
+        if name not in self.users:
+            self.users[name] = User(name, self.board)
+        return self.users[name]
 
     # -- paging --------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from pathlib import Path
 PEERS_DIR = Path(__file__).resolve().parent.parent / "peers"
 
 EXPECTED_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
-                  "cache"]
+                  "cache", "views"]
 
 
 def failures(report):

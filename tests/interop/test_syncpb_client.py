@@ -332,6 +332,17 @@ def test_paging_50_mib_to_twisted(root):
     assert root.call("pull", Source(), timeout=60) == sha256(big_blob())
 
 
+def test_twisted_viewable_sees_the_avatar_it_was_reached_through(root):
+    alice, bob = call(root, "user", "alice"), call(root, "user", "bob")
+    alice_board, bob_board = alice.board(), bob.board()
+    assert alice_board == alice.board()  # one view per (avatar, object)
+    assert alice_board != bob_board
+    assert alice_board.whoami() == "alice" and bob_board.whoami() == "bob"
+    alice_board.post("hello from alice")
+    assert bob_board.mine() == [] and alice_board.mine() == ["hello from alice"]
+    assert alice.name() == "alice"
+
+
 def test_fail_deferred(root):
     with pytest.raises(syncpb.RemoteError) as info:
         call(root, "failDeferred")

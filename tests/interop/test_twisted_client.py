@@ -26,7 +26,7 @@ from syncpb_peer import SAMPLE_NAMES, RootProvider
 CLIENT_TIMEOUT = 45.0  # the client's own safety timeout is 30 s
 
 DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
-                 "cache"]
+                 "cache", "views"]
 
 # Every check the client reports for the default steps, in its order.
 EXPECTED_RESULTS = (
@@ -49,6 +49,7 @@ EXPECTED_RESULTS = (
     + ["copy.getPoint", "copy.sumPoint"]
     + [f"cache.{n}" for n in ("getCounter", "increment", "update", "lcache", "observing",
                               "released")]
+    + ["views.alice", "views.bob"]
 )
 LARGE_RESULTS = ["large.echo_str", "large.echo_bytes", "large.callback_answer", "large.after"]
 

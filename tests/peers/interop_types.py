@@ -100,10 +100,41 @@ class RemoteCounter(pb.RemoteCache):
 pb.setUnjellyableForClass(Counter, RemoteCounter)
 
 
+class Board(pb.Viewable):
+    """A Viewable: each perspective (avatar) sees its own posts."""
+
+    def __init__(self):
+        self.posts = []
+
+    def view_whoami(self, perspective):
+        return None if perspective is None else perspective.name
+
+    def view_post(self, perspective, text):
+        self.posts.append((perspective.name, text))
+        return len(self.posts)
+
+    def view_mine(self, perspective):
+        return [text for who, text in self.posts if who == perspective.name]
+
+
+class User(pb.Avatar):
+    """An avatar; in these tests it is handed out without a login."""
+
+    def __init__(self, name, board):
+        self.name = name
+        self.board = board
+
+    def perspective_board(self):
+        return self.board
+
+    def perspective_name(self):
+        return self.name
+
+
 # The expected values live in a Twisted-free module shared with the syncpb side.
 from samples import make_cycle, make_shared, sample_values  # noqa: E402,F401 (re-export)
 
 __all__ = ["MyError", "CopyableError", "RemoteCopyableError", "Point", "RemotePoint",
-           "Counter", "RemoteCounter",
+           "Counter", "RemoteCounter", "Board", "User",
            "make_cycle",
            "make_shared", "sample_values"]

@@ -356,6 +356,30 @@ class Source(pb.Referenceable):
 
 
 @defer.inlineCallbacks
+def step_views(root, results, options):
+    """A Viewable reached through two avatars: each view sees its avatar."""
+    seen = {}
+    for name in ("alice", "bob"):
+        ok, avatar = yield call(root, "user", name)
+        if not ok:
+            results.record(f"views.{name}", False, f"failed: {describe_failure(avatar)}")
+            continue
+        ok, board = yield call(avatar, "board")
+        if not ok:
+            results.record(f"views.{name}", False, f"failed: {describe_failure(board)}")
+            continue
+        yield call(board, "post", f"hi from {name}")
+        who = yield call(board, "whoami")
+        mine = yield call(board, "mine")
+        seen[name] = (who, mine)
+        results.record(
+            f"views.{name}",
+            who == (True, name) and mine == (True, [f"hi from {name}"]),
+            f"whoami={short(who)} mine={short(mine)}",
+        )
+
+
+@defer.inlineCallbacks
 def step_paging(root, results, options):
     """50 MiB each way with twisted.spread.util (not a default step)."""
     expected = samples.sha256(samples.big_blob())
@@ -397,11 +421,12 @@ STEPS = {
     "inflight": step_inflight,
     "copy": step_copy,
     "cache": step_cache,
+    "views": step_views,
     "paging": step_paging,
     "large": step_large,
 }
 DEFAULT_STEPS = ["refs", "echo", "types", "errors", "callbacks", "store", "inflight", "copy",
-                 "cache"]
+                 "cache", "views"]
 
 
 # -- driver -------------------------------------------------------------------

@@ -33,6 +33,8 @@ broker. Its ``remote_`` methods:
     increment() -> the new value, once every holder has applied the update
     isCounter(c) -> c is this connection's Counter (c came back as lcache)
     observerCount() -> holders of this connection's Counter still observing
+    user(name) -> this connection's avatar `name` (AsReferenceable, as a
+                  portal would hand it out); its board() is a shared Viewable
     download(collector, size) -> None; pages samples.big_blob(size) to the
                                  collector with util.StringPager
     pull(source) -> SHA-256 of all pages of util.getAllPages(source, 'pages')
@@ -70,6 +72,8 @@ class ConnectionRoot(pb.Referenceable):
     def __init__(self, broker):
         self.broker = broker
         self.counter = interop_types.Counter()
+        self.board = interop_types.Board()
+        self.users = {}
         self.stored = None
 
     # -- plain values ------------------------------------------------------
@@ -134,6 +138,14 @@ class ConnectionRoot(pb.Referenceable):
 
     def remote_observerCount(self):
         return len(self.counter.observers)
+
+    # -- views ---------------------------------------------------------------
+
+    def remote_user(self, name):
+        if name not in self.users:
+            avatar = interop_types.User(name, self.board)
+            self.users[name] = pb.AsReferenceable(avatar, "perspective")
+        return self.users[name]
 
     # -- paging --------------------------------------------------------------
 
