@@ -129,6 +129,16 @@ class Broker(CacheProtocol):
         unsafe_tracebacks: send full tracebacks in failures (opt-in).
     """
 
+    # Slots, not an instance dict: the hot paths read many attributes, and
+    # CPython's fast instance-attribute lookups stop at about 30 dict entries.
+    __slots__ = ("limits", "is_client", "unsafe_tracebacks", "security", "proxy_factory",
+                 "released", "_state", "_vocab", "_out", "_writer", "_chunks",
+                 "_long_strings", "_reader", "_framer", "_next_request", "_next_oid",
+                 "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
+                 "_imports", "_waiting", "_incoming", "_max_incoming", "_message_head",
+                 "_cachemessage_head", "_answer_head", "_empty_kwargs", "_call_targets",
+                 "__weakref__")
+
     def __init__(self, root: Any = None, is_client: bool = False,
                  proxy_factory: Optional[ProxyFactory] = None,
                  security: Optional[SecurityOptions] = None,

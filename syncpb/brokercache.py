@@ -79,6 +79,9 @@ ObserverFactory = Callable[[Any, Cacheable, Any], Any]
 class CacheProtocol:
     """Cache tables and handlers; mixed into the broker."""
 
+    __slots__ = ("_caches", "_cache_ids", "_cache_imports", "_cache_dicts", "observer_factory",
+                 "on_release")
+
     _perspective: Any
     _pending_exports: List[Any]
     _next_oid: int
