@@ -23,12 +23,15 @@ from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_regist
                        setUnjellyableFactoryForClass, setUnjellyableForClass)
 from .deferred import Deferred, fail, gather, maybe_deferred, succeed
 from .errors import (AlreadyCalledError, BananaError, CallTimeout, ConnectionFailed,
-                     ConnectionLost, DeadReferenceError, Error, InsecureJelly, NoSuchMethod,
-                     ProtocolError, RemoteError, SyncPBError)
+                     ConnectionLost, DeadReferenceError, Error, InsecureJelly, LoginFailed,
+                     NoSuchMethod, ProtocolError, RemoteError, SyncPBError, Unauthorized,
+                     UnauthorizedLogin, UnhandledCredentials)
 from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
 from .reference import RemoteReference
+from .portal import (AllowAnonymousAccess, Anonymous, ChallengeResponse, InMemoryPasswordChecker,
+                     IPerspective, Portal, UsernamePassword)
 from .server import Server
 from . import util  # paging: syncpb.util.getAllPages, StringPager, ...
 
@@ -43,10 +46,14 @@ __all__ = [
     "setUnjellyableForClass", "setUnjellyableFactoryForClass",
     "UnjellyableRegistry", "default_registry",
     "util",
+    # logins
+    "Portal", "IPerspective", "InMemoryPasswordChecker", "AllowAnonymousAccess",
+    "ChallengeResponse", "UsernamePassword", "Anonymous",
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
     # errors
     "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed",
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
     "CallTimeout", "AlreadyCalledError",
+    "Unauthorized", "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials",
 ]

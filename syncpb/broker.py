@@ -535,6 +535,16 @@ class Broker(CacheProtocol):
         self._export_ids.pop(id(entry[0]), None)
         if type(entry[0]) is ViewPoint:
             self._viewpoints.pop(entry[0].key, None)
+        unexported = getattr(entry[0], "_pb_unexported", None)
+        if unexported is not None:  # e.g. a login's avatar: its logout runs now
+            unexported()
+
+    def take_unexport_hooks(self) -> List[Callable[[], None]]:
+        """The connection has ended: the ``_pb_unexported`` hooks of every
+        exported object (logouts) for the session to run (each hook runs
+        its work once, however often it is called)."""
+        hooks = [getattr(entry[0], "_pb_unexported", None) for entry in self._exports.values()]
+        return [hook for hook in hooks if hook is not None]
 
     def _export(self, obj: Any) -> Any:
         oid = self._export_ids.get(id(obj))

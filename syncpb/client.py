@@ -16,6 +16,8 @@ from .broker import Broker, Limits
 from .errors import CallTimeout, ConnectionFailed, ConnectionLost
 from .copyable import UnjellyableRegistry
 from .jelly import SecurityOptions, with_registry
+from .deferred import Deferred
+from .portal import respond
 from .reference import RemoteReference
 from .green import GreenSession
 from .session import Session, gevent_active
@@ -60,6 +62,43 @@ class Connection:
     def dontNotifyOnDisconnect(self, callback: Callable[[], Any]) -> None:  # noqa: N802
         """Undo :meth:`notifyOnDisconnect`."""
         self._session.dont_notify_on_disconnect(callback)
+
+    # -- logins (a server that serves a syncpb.Portal or Twisted's PBServerFactory(portal))
+
+    def login_async(self, username: Union[bytes, str], password: Union[bytes, str],
+                    mind: Any = None) -> Deferred:
+        """Log in with PB's challenge-response; a Deferred of the avatar's
+        RemoteReference (fails with UnauthorizedLogin)."""
+        if isinstance(username, str):
+            username = username.encode("utf-8")  # Twisted's checkers key users by bytes
+
+        def answer(challenge_and_challenger: Any) -> Deferred:
+            challenge, challenger = challenge_and_challenger
+            return challenger.callRemote("respond", respond(challenge, password), mind)
+
+        return self.root.callRemote("login", username).addCallback(answer)
+
+    def login(self, username: Union[bytes, str], password: Union[bytes, str],
+              mind: Any = None, timeout: Optional[float] = None) -> RemoteReference:
+        """Log in and return the avatar (a RemoteReference to its
+        ``perspective_`` methods).
+
+        Raises:
+            UnauthorizedLogin: unknown user or wrong password; the
+                connection stays usable for another attempt.
+            CallTimeout, ConnectionLost.
+        """
+        return self.login_async(username, password, mind).result(timeout=timeout)
+
+    def login_anonymous_async(self, mind: Any = None) -> Deferred:
+        """Anonymous login; a Deferred of the avatar's RemoteReference."""
+        return self.root.callRemote("loginAnonymous", mind)
+
+    def login_anonymous(self, mind: Any = None,
+                        timeout: Optional[float] = None) -> RemoteReference:
+        """Anonymous login; the avatar. Raises UnhandledCredentials when the
+        server allows none."""
+        return self.login_anonymous_async(mind).result(timeout=timeout)
 
     def __enter__(self) -> "Connection":
         return self

@@ -29,6 +29,10 @@ __all__ = [
     "NoSuchMethod",
     "CallTimeout",
     "AlreadyCalledError",
+    "Unauthorized",
+    "LoginFailed",
+    "UnauthorizedLogin",
+    "UnhandledCredentials",
     "Error",
     "error_class_for",
     "wire_name_of",
@@ -80,6 +84,22 @@ class AlreadyCalledError(SyncPBError):
 
 class NoSuchMethod(SyncPBError, AttributeError):
     """The remote object has no method of that name."""
+
+
+class Unauthorized(SyncPBError):
+    """Twin of ``twisted.cred.error.Unauthorized``."""
+
+
+class LoginFailed(SyncPBError):
+    """A login was refused (twin of ``twisted.cred.error.LoginFailed``)."""
+
+
+class UnauthorizedLogin(LoginFailed, Unauthorized):
+    """Wrong password or unknown user: the same error for both, as in Twisted."""
+
+
+class UnhandledCredentials(LoginFailed):
+    """The portal has no checker for this kind of login (e.g. anonymous)."""
 
 
 class RemoteError(SyncPBError):
@@ -140,6 +160,10 @@ _TWISTED_NAMES: Dict[type, str] = {
     InsecureJelly: "twisted.spread.jelly.InsecureJelly",
     DeadReferenceError: "twisted.spread.pb.DeadReferenceError",
     ConnectionLost: "twisted.spread.pb.PBConnectionLost",
+    Unauthorized: "twisted.cred.error.Unauthorized",
+    LoginFailed: "twisted.cred.error.LoginFailed",
+    UnauthorizedLogin: "twisted.cred.error.UnauthorizedLogin",
+    UnhandledCredentials: "twisted.cred.error.UnhandledCredentials",
 }
 _error_classes.update({name: cls for cls, name in _TWISTED_NAMES.items()})  # type: ignore[misc]
 

@@ -482,6 +482,7 @@ class Session:
                 return
             self._lost_done = self.closed = True
             stopped = self.broker.take_observers()
+            logouts = self.broker.take_unexport_hooks()
             self.broker.connection_lost()
             pending, self._pending = self._pending, {}
         try:
@@ -502,6 +503,8 @@ class Session:
                 call.method(*call.args)
             except Exception:
                 log.exception("error in stoppedObserving")
+        for logout in logouts:  # every avatar of this connection logs out, once
+            logout()
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
         for callback in callbacks:
             try:

@@ -1,0 +1,288 @@
+"""Logins: Portal, realms, checkers and PB's challenge-response (layer L3.3).
+
+Theory of operation
+-------------------
+``Server(portal)`` publishes, on each connection, a login object with
+exactly Twisted's two methods (spec section 5):
+
+* ``login(username)`` answers ``(challenge, challenger)``: 16 random bytes
+  and a one-use :class:`_Challenger`. The client answers
+  ``challenger.respond(MD5(MD5(password) + challenge), mind)``.
+* ``loginAnonymous(mind)`` logs in without credentials when the portal has
+  an :class:`AllowAnonymousAccess` checker.
+
+The portal hands the credentials to the first checker that accepts their
+kind (``credentialInterfaces``); the checker returns the avatar id (or a
+Deferred of it) or raises :class:`~syncpb.UnauthorizedLogin`. The realm's
+``requestAvatar(avatarId, mind, IPerspective)`` then gives the avatar, as
+``(interface, avatar, logout)``, ``(avatar, logout)`` or just the avatar.
+
+The client receives a reference to a per-login :class:`_LoggedIn` wrapper
+whose calls run the avatar's ``perspective_`` methods with the avatar as
+perspective. ``logout`` runs exactly once: when the client releases that
+reference or when the connection ends, whichever comes first.
+
+The server never sees the password, only the response; so a checker must
+know the password or its MD5 digest (:meth:`ChallengeResponse.checkPassword`,
+:meth:`~ChallengeResponse.checkMD5Password`). The MD5 exchange keeps the
+password itself off the wire and stops replays of an old response; it
+does not protect the session that follows. Use TLS for that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+
+from .deferred import Deferred, maybe_deferred
+from .errors import UnauthorizedLogin, UnhandledCredentials
+from .failure import Failure
+from .flavors import Referenceable, Root
+
+__all__ = ["Portal", "IPerspective", "ChallengeResponse", "Anonymous", "UsernamePassword",
+           "InMemoryPasswordChecker", "AllowAnonymousAccess", "respond"]
+
+log = logging.getLogger("syncpb.portal")
+
+#: Challenge length: 16 bytes from the OS's cryptographic source.
+CHALLENGE_BYTES = 16
+
+
+class IPerspective:
+    """The interface a PB realm is asked for (Twisted's ``pb.IPerspective``)."""
+
+
+def respond(challenge: bytes, password: Union[bytes, str]) -> bytes:
+    """PB's response: ``MD5(MD5(password) + challenge)``, raw digests."""
+    if isinstance(password, str):
+        password = password.encode("utf-8")
+    return hashlib.md5(hashlib.md5(password).digest() + challenge).digest()
+
+
+class ChallengeResponse:
+    """The credentials of a PB username/password login.
+
+    Attributes:
+        username: the name the client sent (bytes, as Twisted's are).
+        challenge: what the server sent.
+        response: what the client answered.
+    """
+
+    def __init__(self, username: bytes, challenge: bytes, response: bytes) -> None:
+        self.username = username
+        self.challenge = challenge
+        self.response = response
+
+    def checkPassword(self, password: Union[bytes, str]) -> bool:  # noqa: N802 - Twisted's name
+        """True when the client knew ``password``."""
+        return hmac.compare_digest(respond(self.challenge, password), self.response)
+
+    def checkMD5Password(self, md5_password: bytes) -> bool:  # noqa: N802
+        """True when the client knew the password whose raw MD5 digest is given."""
+        expected = hashlib.md5(md5_password + self.challenge).digest()
+        return hmac.compare_digest(expected, self.response)
+
+
+class UsernamePassword:
+    """Plain credentials, for checking a password directly (tests, tools)."""
+
+    def __init__(self, username: Union[bytes, str], password: Union[bytes, str]) -> None:
+        self.username = username.encode("utf-8") if isinstance(username, str) else username
+        self.password = password.encode("utf-8") if isinstance(password, str) else password
+
+    def checkPassword(self, password: Union[bytes, str]) -> bool:  # noqa: N802
+        if isinstance(password, str):
+            password = password.encode("utf-8")
+        return hmac.compare_digest(password, self.password)
+
+
+class Anonymous:
+    """The credentials of an anonymous login."""
+
+
+#: Twisted's interface names, used in "No checker for ..." messages.
+_INTERFACE_NAMES = {
+    Anonymous: "twisted.cred.credentials.IAnonymous",
+    ChallengeResponse: "twisted.cred.credentials.IUsernameHashedPassword",
+    UsernamePassword: "twisted.cred.credentials.IUsernamePassword",
+}
+
+
+class InMemoryPasswordChecker:
+    """Users and passwords held in memory (tests and demos).
+
+    ``InMemoryPasswordChecker(alice="secret")`` or with a dict of
+    ``{username: password}`` (str or bytes).
+    """
+
+    credentialInterfaces = (ChallengeResponse, UsernamePassword)  # noqa: N815 - Twisted's name
+
+    def __init__(self, users: Optional[Dict[Any, Any]] = None, **more: Any) -> None:
+        self._passwords: Dict[bytes, bytes] = {}
+        for name, password in {**(users or {}), **more}.items():
+            self.add_user(name, password)
+
+    def add_user(self, username: Union[bytes, str], password: Union[bytes, str]) -> None:
+        """Add or replace a user."""
+        key = username.encode("utf-8") if isinstance(username, str) else username
+        self._passwords[key] = password.encode("utf-8") if isinstance(password, str) else password
+
+    def requestAvatarId(self, credentials: Any) -> bytes:  # noqa: N802 - Twisted's name
+        """The avatar id (the username) if the password matches.
+
+        Raises:
+            UnauthorizedLogin: unknown user or wrong password (the same error).
+        """
+        password = self._passwords.get(credentials.username)
+        if password is not None and credentials.checkPassword(password):
+            return credentials.username
+        raise UnauthorizedLogin()
+
+
+class AllowAnonymousAccess:
+    """Lets anonymous logins in, with the avatar id :attr:`avatar_id`."""
+
+    credentialInterfaces = (Anonymous,)  # noqa: N815
+
+    def __init__(self, avatar_id: Any = None) -> None:
+        self.avatar_id = avatar_id
+
+    def requestAvatarId(self, credentials: Any) -> Any:  # noqa: N802
+        return self.avatar_id
+
+
+class Portal(Root):
+    """Checks credentials and asks the realm for avatars.
+
+    Args:
+        realm: has ``requestAvatar(avatarId, mind, *interfaces)``.
+        checkers: objects with ``credentialInterfaces`` and
+            ``requestAvatarId(credentials)``.
+
+    Give it to :class:`~syncpb.Server` as the root: every connection then
+    sees only the login object.
+    """
+
+    def __init__(self, realm: Any, checkers: Iterable[Any] = ()) -> None:
+        self.realm = realm
+        self.checkers = list(checkers)
+
+    def registerChecker(self, checker: Any) -> None:  # noqa: N802 - Twisted's name
+        """Add a checker."""
+        self.checkers.append(checker)
+
+    def rootObject(self, broker: Any) -> Referenceable:  # noqa: N802
+        return _LoginRoot(self)
+
+    def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred:
+        """A Deferred of ``(interface, avatar, logout)``; fails with
+        UnauthorizedLogin or UnhandledCredentials."""
+        for checker in self.checkers:
+            if isinstance(credentials, tuple(checker.credentialInterfaces)):
+                d = maybe_deferred(checker.requestAvatarId, credentials)
+                return d.addCallback(self._request_avatar, mind, interfaces)
+        name = _INTERFACE_NAMES.get(type(credentials), type(credentials).__qualname__)
+        return maybe_deferred(_raise, UnhandledCredentials(f"No checker for {name}"))
+
+    def _request_avatar(self, avatar_id: Any, mind: Any, interfaces: Sequence[Any]) -> Deferred:
+        d = maybe_deferred(self.realm.requestAvatar, avatar_id, mind, *interfaces)
+        return d.addCallback(_normalise_avatar, interfaces)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _normalise_avatar(result: Any, interfaces: Sequence[Any]) -> Tuple[Any, Any, Callable[[], Any]]:
+    """Accept ``(interface, avatar, logout)``, ``(avatar, logout)`` or an avatar."""
+    interface = interfaces[0] if interfaces else IPerspective
+    if isinstance(result, tuple) and len(result) == 3:
+        return result
+    if isinstance(result, tuple) and len(result) == 2 and callable(result[1]):
+        return interface, result[0], result[1]
+    return interface, result, _no_logout
+
+
+def _no_logout() -> None:
+    return None
+
+
+class _LoggedIn(Referenceable):
+    """One login's reference to its avatar: calls run ``perspective_``
+    methods; ``logout`` runs once, when released or disconnected."""
+
+    remote_prefix = "perspective_"
+
+    def __init__(self, avatar: Any, logout: Callable[[], Any]) -> None:
+        self.avatar = avatar
+        self._logout: Optional[Callable[[], Any]] = logout
+
+    @property
+    def pb_perspective(self) -> Any:  # type: ignore[override]
+        return self.avatar
+
+    def remote_method(self, name: str, perspective: Any = None) -> Optional[Callable[..., Any]]:
+        if isinstance(self.avatar, Referenceable) and self.avatar.remote_prefix == "perspective_":
+            return self.avatar.remote_method(name)
+        method = getattr(self.avatar, "perspective_" + name, None)
+        return method if callable(method) else None
+
+    def _pb_unexported(self) -> None:
+        """The client released the avatar, or the connection ended."""
+        logout, self._logout = self._logout, None
+        if logout is not None:
+            try:
+                logout()
+            except Exception:
+                log.exception("error in a realm's logout")
+
+
+class _Challenger(Referenceable):
+    """Answers one ``respond``: the login's second step (single use)."""
+
+    def __init__(self, portal: Portal, username: bytes, challenge: bytes) -> None:
+        self.portal = portal
+        self.username = username
+        self.challenge: Optional[bytes] = challenge
+
+    def remote_respond(self, response: Any, mind: Any) -> Deferred:
+        challenge, self.challenge = self.challenge, None
+        if challenge is None or type(response) is not bytes:
+            return maybe_deferred(_raise, UnauthorizedLogin())
+        credentials = ChallengeResponse(self.username, challenge, response)
+        return _logged_in(self.portal.login(credentials, mind, IPerspective), self.username)
+
+
+class _LoginRoot(Referenceable):
+    """What a portal publishes on each connection: Twisted's two methods."""
+
+    def __init__(self, portal: Portal) -> None:
+        self.portal = portal
+
+    def remote_login(self, username: Any) -> Tuple[bytes, _Challenger]:
+        if isinstance(username, str):
+            username = username.encode("utf-8")  # Twisted's checker would refuse it anyway
+        if type(username) is not bytes:
+            raise UnauthorizedLogin()
+        challenge = os.urandom(CHALLENGE_BYTES)
+        return challenge, _Challenger(self.portal, username, challenge)
+
+    def remote_loginAnonymous(self, mind: Any) -> Deferred:  # noqa: N802 - the PB method name
+        return _logged_in(self.portal.login(Anonymous(), mind, IPerspective), None)
+
+
+def _logged_in(d: Deferred, username: Optional[bytes]) -> Deferred:
+    def wrap(result: Tuple[Any, Any, Callable[[], Any]]) -> _LoggedIn:
+        _, avatar, logout = result
+        return _LoggedIn(avatar, logout)
+
+    def refused(failure: Failure) -> Failure:
+        who = "anonymous" if username is None else repr(username)
+        log.warning("login refused for %s: %s", who, failure.getErrorMessage() or
+                    type(failure.value).__name__)
+        return failure
+
+    return d.addCallbacks(wrap, refused)
