@@ -30,6 +30,7 @@ from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
 from .reference import RemoteReference
+from .passwords import FilePasswordChecker, add_user
 from .portal import (AllowAnonymousAccess, Anonymous, ChallengeResponse, InMemoryPasswordChecker,
                      IPerspective, Portal, UsernamePassword)
 from .server import Server
@@ -47,7 +48,8 @@ __all__ = [
     "UnjellyableRegistry", "default_registry",
     "util",
     # logins
-    "Portal", "IPerspective", "InMemoryPasswordChecker", "AllowAnonymousAccess",
+    "Portal", "IPerspective", "InMemoryPasswordChecker", "FilePasswordChecker", "add_user",
+    "AllowAnonymousAccess",
     "ChallengeResponse", "UsernamePassword", "Anonymous",
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",

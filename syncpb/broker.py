@@ -137,7 +137,7 @@ class Broker(CacheProtocol):
                  "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
                  "_imports", "_waiting", "_incoming", "_max_incoming", "_message_head",
                  "_cachemessage_head", "_answer_head", "_empty_kwargs", "_call_targets",
-                 "__weakref__")
+                 "peer", "on_abort", "__weakref__")
 
     def __init__(self, root: Any = None, is_client: bool = False,
                  proxy_factory: Optional[ProxyFactory] = None,
@@ -149,6 +149,10 @@ class Broker(CacheProtocol):
         self.security = security if security is not None else SecurityOptions()
         self.security.register(FAILURE_TAG, exception_from_state)
         self.proxy_factory = proxy_factory or (lambda broker, record: record)
+        #: Who the peer is, for log lines (the session sets it; "" when unknown).
+        self.peer = ""
+        #: Called by :meth:`abort` (the session closes the connection).
+        self.on_abort: Optional[Callable[[str], None]] = None
         self.released: Deque[Any] = collections.deque()  # ImportRecords and CacheRecords
         self._state = _AWAIT_OFFER if is_client else _AWAIT_CHOICE
         self._vocab = False
@@ -538,6 +542,13 @@ class Broker(CacheProtocol):
         unexported = getattr(entry[0], "_pb_unexported", None)
         if unexported is not None:  # e.g. a login's avatar: its logout runs now
             unexported()
+
+    def abort(self, reason: str) -> None:
+        """Application code asks to drop this connection (e.g. a client that
+        keeps guessing passwords); the session closes it."""
+        log.warning("closing PB connection %s: %s", self.peer or "?", reason)
+        if self.on_abort is not None:
+            self.on_abort(reason)
 
     def take_unexport_hooks(self) -> List[Callable[[], None]]:
         """The connection has ended: the ``_pb_unexported`` hooks of every

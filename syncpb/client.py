@@ -17,7 +17,8 @@ from .errors import CallTimeout, ConnectionFailed, ConnectionLost
 from .copyable import UnjellyableRegistry
 from .jelly import SecurityOptions, with_registry
 from .deferred import Deferred
-from .portal import respond
+from .passwords import derive_key
+from .portal import proof, respond
 from .reference import RemoteReference
 from .green import GreenSession
 from .session import Session, gevent_active
@@ -66,9 +67,11 @@ class Connection:
     # -- logins (a server that serves a syncpb.Portal or Twisted's PBServerFactory(portal))
 
     def login_async(self, username: Union[bytes, str], password: Union[bytes, str],
-                    mind: Any = None) -> Deferred:
-        """Log in with PB's challenge-response; a Deferred of the avatar's
-        RemoteReference (fails with UnauthorizedLogin)."""
+                    mind: Any = None, salted: bool = False) -> Deferred:
+        """Log in with PB's challenge-response (or, with ``salted``, syncpb's
+        salted login for servers whose checker keeps salted hashes); a
+        Deferred of the avatar's RemoteReference (fails with
+        UnauthorizedLogin)."""
         if isinstance(username, str):
             username = username.encode("utf-8")  # Twisted's checkers key users by bytes
 
@@ -76,10 +79,18 @@ class Connection:
             challenge, challenger = challenge_and_challenger
             return challenger.callRemote("respond", respond(challenge, password), mind)
 
+        def answer_salted(fields: Any) -> Deferred:
+            challenge, salt, n, r, p, challenger = fields
+            key = derive_key(password, salt, n, r, p)
+            return challenger.callRemote("respond", proof(key, challenge), mind)
+
+        if salted:
+            return self.root.callRemote("loginSalted", username).addCallback(answer_salted)
         return self.root.callRemote("login", username).addCallback(answer)
 
     def login(self, username: Union[bytes, str], password: Union[bytes, str],
-              mind: Any = None, timeout: Optional[float] = None) -> RemoteReference:
+              mind: Any = None, timeout: Optional[float] = None,
+              salted: bool = False) -> RemoteReference:
         """Log in and return the avatar (a RemoteReference to its
         ``perspective_`` methods).
 
@@ -88,7 +99,7 @@ class Connection:
                 connection stays usable for another attempt.
             CallTimeout, ConnectionLost.
         """
-        return self.login_async(username, password, mind).result(timeout=timeout)
+        return self.login_async(username, password, mind, salted).result(timeout=timeout)
 
     def login_anonymous_async(self, mind: Any = None) -> Deferred:
         """Anonymous login; a Deferred of the avatar's RemoteReference."""

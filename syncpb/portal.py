@@ -10,6 +10,9 @@ exactly Twisted's two methods (spec section 5):
   ``challenger.respond(MD5(MD5(password) + challenge), mind)``.
 * ``loginAnonymous(mind)`` logs in without credentials when the portal has
   an :class:`AllowAnonymousAccess` checker.
+* ``loginSalted(username)`` is syncpb's own third method, for checkers that
+  keep salted hashes (:mod:`syncpb.passwords`): it answers the salt and
+  scrypt parameters with the challenge; Twisted never calls it.
 
 The portal hands the credentials to the first checker that accepts their
 kind (``credentialInterfaces``); the checker returns the avatar id (or a
@@ -43,7 +46,8 @@ from .failure import Failure
 from .flavors import Referenceable, Root
 
 __all__ = ["Portal", "IPerspective", "ChallengeResponse", "Anonymous", "UsernamePassword",
-           "InMemoryPasswordChecker", "AllowAnonymousAccess", "respond"]
+           "SaltedResponse", "InMemoryPasswordChecker", "AllowAnonymousAccess", "respond",
+           "proof"]
 
 log = logging.getLogger("syncpb.portal")
 
@@ -103,11 +107,30 @@ class Anonymous:
     """The credentials of an anonymous login."""
 
 
+def proof(key: bytes, challenge: bytes) -> bytes:
+    """The client's answer in a salted login: ``HMAC-SHA256(key, challenge)``."""
+    return hmac.new(key, challenge, hashlib.sha256).digest()
+
+
+class SaltedResponse:
+    """The credentials of syncpb's salted login (see :mod:`syncpb.passwords`)."""
+
+    def __init__(self, username: bytes, challenge: bytes, answer: bytes) -> None:
+        self.username = username
+        self.challenge = challenge
+        self.answer = answer
+
+    def check_key(self, key: bytes) -> bool:
+        """True when the client derived ``key`` from its password."""
+        return hmac.compare_digest(proof(key, self.challenge), self.answer)
+
+
 #: Twisted's interface names, used in "No checker for ..." messages.
 _INTERFACE_NAMES = {
     Anonymous: "twisted.cred.credentials.IAnonymous",
     ChallengeResponse: "twisted.cred.credentials.IUsernameHashedPassword",
     UsernamePassword: "twisted.cred.credentials.IUsernamePassword",
+    SaltedResponse: "syncpb salted login",
 }
 
 
@@ -161,21 +184,26 @@ class Portal(Root):
         realm: has ``requestAvatar(avatarId, mind, *interfaces)``.
         checkers: objects with ``credentialInterfaces`` and
             ``requestAvatarId(credentials)``.
+        max_failed_logins: refused username/password logins a connection
+            may make; its next attempt closes it (None: no limit, as in
+            Twisted). Every refusal is logged with the peer's address.
 
     Give it to :class:`~syncpb.Server` as the root: every connection then
     sees only the login object.
     """
 
-    def __init__(self, realm: Any, checkers: Iterable[Any] = ()) -> None:
+    def __init__(self, realm: Any, checkers: Iterable[Any] = (),
+                 max_failed_logins: Optional[int] = 5) -> None:
         self.realm = realm
         self.checkers = list(checkers)
+        self.max_failed_logins = max_failed_logins
 
     def registerChecker(self, checker: Any) -> None:  # noqa: N802 - Twisted's name
         """Add a checker."""
         self.checkers.append(checker)
 
     def rootObject(self, broker: Any) -> Referenceable:  # noqa: N802
-        return _LoginRoot(self)
+        return _LoginRoot(self, broker)
 
     def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred:
         """A Deferred of ``(interface, avatar, logout)``; fails with
@@ -243,46 +271,76 @@ class _LoggedIn(Referenceable):
 class _Challenger(Referenceable):
     """Answers one ``respond``: the login's second step (single use)."""
 
-    def __init__(self, portal: Portal, username: bytes, challenge: bytes) -> None:
-        self.portal = portal
+    def __init__(self, root: "_LoginRoot", username: bytes, challenge: bytes,
+                 credentials: type = ChallengeResponse) -> None:
+        self.root = root
         self.username = username
         self.challenge: Optional[bytes] = challenge
+        self.credentials = credentials
 
     def remote_respond(self, response: Any, mind: Any) -> Deferred:
         challenge, self.challenge = self.challenge, None
         if challenge is None or type(response) is not bytes:
-            return maybe_deferred(_raise, UnauthorizedLogin())
-        credentials = ChallengeResponse(self.username, challenge, response)
-        return _logged_in(self.portal.login(credentials, mind, IPerspective), self.username)
+            d = maybe_deferred(_raise, UnauthorizedLogin())
+        else:
+            credentials = self.credentials(self.username, challenge, response)
+            d = self.root.portal.login(credentials, mind, IPerspective)
+        return self.root.logged_in(d, self.username)
 
 
 class _LoginRoot(Referenceable):
     """What a portal publishes on each connection: Twisted's two methods."""
 
-    def __init__(self, portal: Portal) -> None:
+    def __init__(self, portal: Portal, broker: Any) -> None:
         self.portal = portal
+        self.broker = broker
+        self.failures = 0
 
-    def remote_login(self, username: Any) -> Tuple[bytes, _Challenger]:
+    def _attempt(self, username: Any) -> bytes:
+        """A new login attempt by ``username``: refused (and the connection
+        dropped) once this connection has failed too often."""
+        limit = self.portal.max_failed_logins
+        if limit is not None and self.failures >= limit:
+            self.broker.abort(f"{self.failures} failed logins")
+            raise UnauthorizedLogin()
         if isinstance(username, str):
-            username = username.encode("utf-8")  # Twisted's checker would refuse it anyway
+            username = username.encode("utf-8")  # Twisted's checkers would refuse it anyway
         if type(username) is not bytes:
             raise UnauthorizedLogin()
+        return username
+
+    def remote_login(self, username: Any) -> Tuple[bytes, _Challenger]:
+        username = self._attempt(username)
         challenge = os.urandom(CHALLENGE_BYTES)
-        return challenge, _Challenger(self.portal, username, challenge)
+        return challenge, _Challenger(self, username, challenge)
+
+    def remote_loginSalted(self, username: Any) -> Tuple[Any, ...]:  # noqa: N802
+        """syncpb's salted login (not Twisted's): ``(challenge, salt, n, r,
+        p, challenger)``; the challenger's ``respond(proof, mind)`` ends it."""
+        username = self._attempt(username)
+        salts = [c for c in self.portal.checkers if hasattr(c, "salt_for")]
+        if not salts:
+            raise UnhandledCredentials(f"No checker for {_INTERFACE_NAMES[SaltedResponse]}")
+        salt, n, r, p = salts[0].salt_for(username)
+        challenge = os.urandom(CHALLENGE_BYTES)
+        return (challenge, salt, n, r, p,
+                _Challenger(self, username, challenge, SaltedResponse))
 
     def remote_loginAnonymous(self, mind: Any) -> Deferred:  # noqa: N802 - the PB method name
-        return _logged_in(self.portal.login(Anonymous(), mind, IPerspective), None)
+        return self.logged_in(self.portal.login(Anonymous(), mind, IPerspective), None)
 
+    def logged_in(self, d: Deferred, username: Optional[bytes]) -> Deferred:
+        """Wrap the avatar of a login; count and log a refusal."""
+        def wrap(result: Tuple[Any, Any, Callable[[], Any]]) -> _LoggedIn:
+            _, avatar, logout = result
+            return _LoggedIn(avatar, logout)
 
-def _logged_in(d: Deferred, username: Optional[bytes]) -> Deferred:
-    def wrap(result: Tuple[Any, Any, Callable[[], Any]]) -> _LoggedIn:
-        _, avatar, logout = result
-        return _LoggedIn(avatar, logout)
+        def refused(failure: Failure) -> Failure:
+            if username is not None:
+                self.failures += 1
+            who = "anonymous" if username is None else repr(username)
+            log.warning("login refused for %s from %s: %s", who, self.broker.peer or "?",
+                        failure.getErrorMessage() or type(failure.value).__name__)
+            return failure
 
-    def refused(failure: Failure) -> Failure:
-        who = "anonymous" if username is None else repr(username)
-        log.warning("login refused for %s: %s", who, failure.getErrorMessage() or
-                    type(failure.value).__name__)
-        return failure
-
-    return d.addCallbacks(wrap, refused)
+        return d.addCallbacks(wrap, refused)

@@ -229,6 +229,8 @@ class Session:
         broker.proxy_factory = self._make_proxy
         broker.observer_factory = self._make_observer
         broker.on_release = self.release
+        broker.peer = name
+        broker.on_abort = self.close
         self._enqueue_locked()
 
     def __repr__(self) -> str:

@@ -264,3 +264,28 @@ def test_users_never_reach_each_others_avatars(served, connect):
             break  # an unknown id closes the guessing connection
     assert "guess, alice!" not in answers
     assert alice.hello("still") == "still, alice!"
+
+
+def test_failed_logins_are_logged_with_the_peer_address(served, connect, caplog):
+    _, address = served
+    conn = connect(address)
+    with caplog.at_level("WARNING", logger="syncpb.portal"):
+        with pytest.raises(syncpb.UnauthorizedLogin):
+            conn.login("alice", "guess")
+    (record,) = [r for r in caplog.records if "login refused" in r.getMessage()]
+    assert "b'alice'" in record.getMessage() and "127.0.0.1" in record.getMessage()
+
+
+def test_a_connection_that_keeps_guessing_is_closed(server_factory, connect):
+    _, address = server_factory(syncpb.Portal(Realm(), [syncpb.InMemoryPasswordChecker(
+        alice="wonderland")], max_failed_logins=2))
+    guesser, other = connect(address), connect(address)
+    for guess in ("a", "b"):
+        with pytest.raises(syncpb.UnauthorizedLogin):
+            guesser.login("alice", guess)
+    closed = threading.Event()
+    guesser.notifyOnDisconnect(closed.set)
+    with pytest.raises((syncpb.ConnectionLost, syncpb.UnauthorizedLogin)):
+        guesser.login("alice", "wonderland")  # even the right password: too late
+    assert closed.wait(WAIT)
+    assert other.login("alice", "wonderland").hello("Hi") == "Hi, alice!"
