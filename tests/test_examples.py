@@ -33,3 +33,16 @@ def test_scoreboard_demo_uses_every_flavor_and_stops_its_server():
     assert "bob's view: [300, 200] of 4 games" in out
     assert "history: 203560 bytes in pages, 8000 lines" in out
     assert out.rstrip().endswith("server stopped")
+
+
+def test_pbecho_demo_logs_in_echoes_and_logs_out():
+    result = subprocess.run([sys.executable, str(EXAMPLES / "pbecho" / "demo.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "wrong password: refused (UnauthorizedLogin)" in out
+    assert out.count("server echoed: hello") == 2
+    assert "echoing 'hello world' for guest" in out
+    assert "guest logged out" in out  # the realm's logout ran when the client left
+    assert "login refused for b'guest' from ('127.0.0.1'" in result.stderr  # logged
+    assert out.rstrip().endswith("server stopped")

@@ -289,3 +289,31 @@ def test_a_connection_that_keeps_guessing_is_closed(server_factory, connect):
         guesser.login("alice", "wonderland")  # even the right password: too late
     assert closed.wait(WAIT)
     assert other.login("alice", "wonderland").hello("Hi") == "Hi, alice!"
+
+
+class DatabaseChecker:
+    """A pluggable checker, as one for a database or LDAP would be: it knows
+    passwords by some other means and answers with a Deferred."""
+
+    credentialInterfaces = (syncpb.ChallengeResponse,)
+
+    def __init__(self, table):
+        self.table = table
+        self.asked = []
+
+    def requestAvatarId(self, credentials):  # noqa: N802 - Twisted's name
+        self.asked.append(credentials.username)
+        password = self.table.get(credentials.username)
+        if password is not None and credentials.checkPassword(password):
+            return syncpb.succeed(credentials.username)
+        return syncpb.fail(syncpb.UnauthorizedLogin())
+
+
+def test_a_custom_checker_returning_deferreds(server_factory, connect):
+    checker = DatabaseChecker({b"carol": b"c4rol"})
+    _, address = server_factory(syncpb.Portal(Realm(), [checker]))
+    conn = connect(address)
+    assert conn.login("carol", "c4rol").hello("Hi") == "Hi, carol!"
+    with pytest.raises(syncpb.UnauthorizedLogin):
+        conn.login("carol", "nope")
+    assert checker.asked == [b"carol", b"carol"]
