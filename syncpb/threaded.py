@@ -60,17 +60,26 @@ class _Follower:
 
     It doubles as the pending entry of a blocking call: the session
     resolves it with :meth:`callback`/:meth:`errback` like a Deferred, so a
-    blocking call needs no Deferred at all.
+    blocking call needs no Deferred at all. The lock is made only when the
+    caller has to wait for someone else (:meth:`arm`); a caller that leads
+    at once, the usual case, never needs one.
     """
 
     __slots__ = ("lock", "done", "value", "ok")
 
     def __init__(self) -> None:
-        self.lock = _allocate_lock()
-        self.lock.acquire()
+        self.lock: Any = None
         self.done = False
         self.value: Any = None
         self.ok = False
+
+    def arm(self) -> None:
+        """Make the (held) lock this caller will sleep on; before it checks
+        :attr:`done` (a wake-up that came earlier found no lock to release)."""
+        if self.lock is None:
+            lock = _allocate_lock()
+            lock.acquire()
+            self.lock = lock
 
     def callback(self, value: Any) -> None:
         self.value, self.ok, self.done = value, True, True
@@ -81,8 +90,11 @@ class _Follower:
         self.wake()
 
     def wake(self) -> None:
+        lock = self.lock
+        if lock is None:  # not sleeping: it sees ``done`` before it would sleep
+            return
         try:
-            self.lock.release()
+            lock.release()
         except RuntimeError:  # already awake
             pass
 
@@ -221,7 +233,8 @@ class ThreadedSession(Session):
             elif role == "nested":
                 self._lead(me, deadline, interruptible)
             else:
-                me.lock.acquire(True, -1 if remaining is None else remaining)
+                if not me.done:  # armed in _try_lead: a later wake-up releases the lock
+                    me.lock.acquire(True, -1 if remaining is None else remaining)
                 with self._state:
                     if me in self._followers:
                         self._followers.remove(me)
@@ -243,6 +256,7 @@ class ThreadedSession(Session):
                 return "lead"
             if self._leader_thread == _get_ident():
                 return "nested"
+            me.arm()
             self._followers.append(me)
             if self._leader is _BACKGROUND and not self._interrupted and self._wake_fds:
                 self._interrupted = True
