@@ -420,8 +420,8 @@ class Broker(CacheProtocol):
         else:
             method = perspective = None
         if method is None:
-            prefix = getattr(target, "remote_prefix", None) or getattr(
-                target, "observe_prefix", "remote_")
+            prefix = (target.observe_prefix if isinstance(target, RemoteCache)
+                      else getattr(target, "remote_prefix", "remote_"))
             self._reply_error(request_id, answer_required,
                               NoSuchMethod(f"No such method: {prefix}{name}"))
             return
@@ -550,12 +550,13 @@ class Broker(CacheProtocol):
         if self.on_abort is not None:
             self.on_abort(reason)
 
-    def take_unexport_hooks(self) -> List[Callable[[], None]]:
-        """The connection has ended: the ``_pb_unexported`` hooks of every
-        exported object (logouts) for the session to run (each hook runs
-        its work once, however often it is called)."""
+    def take_disconnect_work(self) -> List[Callable[[], None]]:
+        """The connection has ended: what the application must still be
+        told, for the session to run: ``stoppedObserving`` for every cache
+        the peer held and the ``_pb_unexported`` hook (a login's logout) of
+        every exported object. Each logs its own errors."""
         hooks = [getattr(entry[0], "_pb_unexported", None) for entry in self._exports.values()]
-        return [hook for hook in hooks if hook is not None]
+        return self._take_observers() + [hook for hook in hooks if hook is not None]
 
     def _export(self, obj: Any) -> Any:
         oid = self._export_ids.get(id(obj))

@@ -31,6 +31,8 @@ Twisted does; ``cachemessage`` to an unknown id is answered with an error.
 
 from __future__ import annotations
 
+import functools
+import logging
 import weakref
 from typing import Any, Callable, Dict, List, Optional
 
@@ -40,6 +42,8 @@ from .events import CallReceived
 from .jelly import JellyError
 
 __all__ = ["CacheProtocol", "CacheRecord", "CacheObserver"]
+
+log = logging.getLogger("syncpb")
 
 
 class CacheRecord:
@@ -170,10 +174,10 @@ class CacheProtocol:
             events.append(_stopped_call(entry))
             self._emit([b"uncache", cid])  # type: ignore[attr-defined]
 
-    def take_observers(self) -> List[Any]:
-        """Forget every cache the peer holds; return the ``stoppedObserving``
-        calls to run (the connection has ended)."""
-        calls = [_stopped_call(entry) for entry in self._caches.values()]
+    def _take_observers(self) -> List[Callable[[], None]]:
+        """Forget every cache the peer holds; return their ``stoppedObserving``
+        calls (the connection has ended)."""
+        calls = [functools.partial(_stop_observing, entry) for entry in self._caches.values()]
         self._caches.clear()
         self._cache_ids.clear()
         return calls
@@ -256,4 +260,8 @@ def _stopped_call(entry: List[Any]) -> Any:
 
 
 def _stop_observing(entry: List[Any]) -> None:
-    entry[0].stoppedObserving(entry[3], entry[2])
+    """Run ``stoppedObserving`` now; an error in it is logged, not raised."""
+    try:
+        entry[0].stoppedObserving(entry[3], entry[2])
+    except Exception:
+        log.exception("error in stoppedObserving of %r", entry[0])

@@ -13,10 +13,10 @@ import socket as stdlib_socket
 from typing import Any, Callable, Optional, Union
 
 from .broker import Broker, Limits
-from .errors import CallTimeout, ConnectionFailed, ConnectionLost
 from .copyable import UnjellyableRegistry
-from .jelly import SecurityOptions, with_registry
 from .deferred import Deferred
+from .errors import CallTimeout, ConnectionFailed, ConnectionLost
+from .jelly import SecurityOptions, with_registry
 from .passwords import derive_key
 from .portal import proof, respond
 from .reference import RemoteReference

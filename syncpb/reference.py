@@ -172,8 +172,8 @@ class RemoteCacheObserver:
             raise DeadReferenceError("Calling Stale Broker")
         if isinstance(_name, bytes):
             _name = _name.decode("utf-8")
-        return self.session.call_remote(self.perspective, _name, args, kwargs,
-                                        cache=self.cacheable)
+        return self.session.call_remote(None, _name, args, kwargs,
+                                        perspective=self.perspective, cacheable=self.cacheable)
 
     def _key(self) -> tuple:
         return (id(self.session), id(self.cacheable), id(self.perspective))

@@ -270,12 +270,14 @@ class Session:
     # ------------------------------------------------------------ outgoing
 
     def call_remote(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
-                    answer_required: bool = True, cache: Any = None) -> Deferred:
+                    answer_required: bool = True, *, perspective: Any = None,
+                    cacheable: Any = None) -> Deferred:
         """Send a call; return the Deferred of its answer.
 
-        With ``cache`` (a Cacheable the peer holds), the call is an update
-        of the peer's copy and ``oid`` is the perspective it is sent for.
-        An argument that cannot be sent fails the Deferred at once.
+        With ``cacheable`` (a Cacheable the peer holds; ``oid`` is then
+        unused) the call is an update of the peer's copy. ``perspective``
+        is the one copies in the arguments are made for. An argument that
+        cannot be sent fails the Deferred at once.
 
         Raises:
             DeadReferenceError: the connection is closed, or the peer no
@@ -287,14 +289,12 @@ class Session:
             if self.closed:
                 raise DeadReferenceError("Calling Stale Broker")
             try:
-                if cache is None:
-                    request_id = self.broker.call(oid, name, args, kwargs, answer_required)
-                else:
-                    cid = self.broker.cache_id_of(cache)
-                    if cid is None:
+                if cacheable is not None:
+                    oid = self.broker.cache_id_of(cacheable)
+                    if oid is None:
                         raise DeadReferenceError("the peer no longer holds this cached object")
-                    request_id = self.broker.call(cid, name, args, kwargs, answer_required,
-                                                  perspective=oid, cache=True)
+                request_id = self.broker.call(oid, name, args, kwargs, answer_required,
+                                              perspective, cacheable is not None)
             except (BananaError, TypeError, Error, ProtocolError) as exc:
                 error: Optional[BaseException] = exc
             else:
@@ -309,6 +309,14 @@ class Session:
         if not answer_required:
             d.callback(None)
         return d
+
+    def flush(self) -> None:
+        """Write everything queued now (blocks while the socket is full)."""
+        self._flush()
+
+    def spawn(self, task: Callable[[], Any], name: str) -> None:
+        """Run ``task`` in the background (a thread here; a greenlet for gevent)."""
+        OSThread(task, name).start()
 
     def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
                       timeout: Optional[float] = None) -> Any:
@@ -454,14 +462,6 @@ class Session:
 
     # ------------------------------------------------------------ ending
 
-    def flush(self) -> None:
-        """Write everything queued now (blocks while the socket is full)."""
-        self._flush()
-
-    def spawn(self, task: Callable[[], Any], name: str) -> None:
-        """Run ``task`` in the background (a thread here; a greenlet for gevent)."""
-        OSThread(task, name).start()
-
     def notify_on_disconnect(self, callback: Callable[[], Any]) -> None:
         """Run ``callback()`` once when the connection ends."""
         if self._lost_done:
@@ -483,8 +483,7 @@ class Session:
             if self._lost_done:
                 return
             self._lost_done = self.closed = True
-            stopped = self.broker.take_observers()
-            logouts = self.broker.take_unexport_hooks()
+            still_to_tell = self.broker.take_disconnect_work()
             self.broker.connection_lost()
             pending, self._pending = self._pending, {}
         try:
@@ -500,13 +499,8 @@ class Session:
         self._closed_socket()
         if not self.ready.called:
             self.ready.errback(Failure(ConnectionLost(f"connection to {self.name} lost: {reason}")))
-        for call in stopped:  # every cache the peer held stops being observed
-            try:
-                call.method(*call.args)
-            except Exception:
-                log.exception("error in stoppedObserving")
-        for logout in logouts:  # every avatar of this connection logs out, once
-            logout()
+        for work in still_to_tell:  # stoppedObserving, logouts: each runs once
+            work()
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []
         for callback in callbacks:
             try:

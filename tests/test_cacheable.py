@@ -203,9 +203,8 @@ def test_connection_loss_stops_every_observer_on_the_owner():
     owner = Owner()
     server, client = _pair(owner)
     _call(server, client, "getCounter")
-    calls = server.take_observers()
-    for call in calls:
-        call.method(*call.args)
+    for work in server.take_disconnect_work():
+        work()
     assert len(owner.counter.stopped) == 1 and server.cache_count == 0
 
 
@@ -375,3 +374,21 @@ def test_caches_read_from_threads_while_updates_apply_in_order(owner_address, co
         t.join(WAIT)
     assert counter.updates == list(range(1, 101))
     assert seen and all(seen)
+
+
+def test_an_error_in_stopped_observing_is_logged_not_raised(caplog):
+    class Grumpy(Counter):
+        def getTypeToCopy(self):
+            return b"vectypes.Counter"
+
+        def stoppedObserving(self, perspective, observer):
+            raise RuntimeError("grumpy")
+
+    owner = Owner()
+    owner.counter = Grumpy()
+    server, client = _pair(owner)
+    _call(server, client, "getCounter")
+    with caplog.at_level("ERROR", logger="syncpb"):
+        for work in server.take_disconnect_work():
+            work()  # would raise RuntimeError without the guard
+    assert "stoppedObserving" in caplog.text and server.cache_count == 0

@@ -1,8 +1,9 @@
 """Viewable and Avatar: per-perspective views, on the broker pair and over sockets.
 
-Without a login (a later issue), avatars are handed out by a plain root
-method; what matters here is that a Viewable reached through an avatar
-sees that avatar, and that each (avatar, object) pair keeps one id.
+Here avatars are handed out by a plain root method (tests/test_portal.py
+covers views behind a real login); what matters is that a Viewable
+reached through an avatar sees that avatar, and that each (avatar,
+object) pair keeps one id.
 """
 
 from __future__ import annotations
