@@ -15,9 +15,9 @@ from typing import Any, Callable, Optional, Union
 from .broker import Broker, Limits
 from .copyable import UnjellyableRegistry
 from .deferred import Deferred
-from .errors import CallTimeout, ConnectionFailed, ConnectionLost
+from .errors import CallTimeout, ConnectionFailed, ConnectionLost, ProtocolError
 from .jelly import SecurityOptions, with_registry
-from .passwords import derive_key
+from .passwords import check_params, derive_key
 from .portal import proof, respond
 from .reference import RemoteReference
 from .green import GreenSession
@@ -80,8 +80,10 @@ class Connection:
             return challenger.callRemote("respond", respond(challenge, password), mind)
 
         def answer_salted(fields: Any) -> Deferred:
+            if not isinstance(fields, tuple) or len(fields) != 6 or type(fields[0]) is not bytes:
+                raise ProtocolError("malformed answer to loginSalted")
             challenge, salt, n, r, p, challenger = fields
-            key = derive_key(password, salt, n, r, p)
+            key = derive_key(password, *check_params(salt, n, r, p))
             return challenger.callRemote("respond", proof(key, challenge), mind)
 
         if salted:

@@ -34,10 +34,11 @@ import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
-from .errors import UnauthorizedLogin
+from .errors import ProtocolError, UnauthorizedLogin
 from .portal import SaltedResponse, UsernamePassword, proof
 
-__all__ = ["FilePasswordChecker", "SaltedResponse", "add_user", "derive_key", "proof"]
+__all__ = ["FilePasswordChecker", "SaltedResponse", "add_user", "check_params", "derive_key",
+           "proof"]
 
 #: scrypt cost parameters for new entries (OWASP's minimum for scrypt).
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 17, 8, 1
@@ -45,6 +46,26 @@ KEY_BYTES = 32
 SALT_BYTES = 16
 
 Params = Tuple[bytes, int, int, int]  # salt, n, r, p
+
+
+#: The most a client will compute for a server: scrypt needs 128*n*r bytes,
+#: so a hostile server cannot make a login take gigabytes or minutes.
+MAX_N, MAX_R, MAX_P, MAX_SALT = 2 ** 20, 16, 16, 64
+
+
+def check_params(salt: object, n: object, r: object, p: object) -> Params:
+    """Salt and scrypt parameters as a server sent them, if sane.
+
+    Raises:
+        ProtocolError: a wrong type, or a cost no login should need.
+    """
+    if (type(salt) is not bytes or not 0 < len(salt) <= MAX_SALT
+            or not all(type(v) is int for v in (n, r, p))):
+        raise ProtocolError("malformed salted-login parameters")
+    if not (1 < n <= MAX_N and n & (n - 1) == 0 and 0 < r <= MAX_R  # type: ignore[operator]
+            and 0 < p <= MAX_P):  # type: ignore[operator]
+        raise ProtocolError(f"refusing scrypt parameters n={n} r={r} p={p}")
+    return salt, n, r, p  # type: ignore[return-value]
 
 
 def derive_key(password: Union[bytes, str], salt: bytes, n: int, r: int, p: int) -> bytes:

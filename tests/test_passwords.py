@@ -8,10 +8,13 @@ import sys
 import pytest
 
 import syncpb
-from syncpb import passwords
+from syncpb import banana, passwords
 from syncpb.portal import SaltedResponse, UsernamePassword, proof
 
+from rawpeer import OFFER, VERSION_6, HostileServer, read_choice_and_version
 from test_portal import Realm
+
+WAIT = 10.0
 
 FAST = {"n": 2 ** 10, "r": 8, "p": 1}  # cheap scrypt for tests; real entries use 2**17
 
@@ -98,3 +101,30 @@ def test_salted_login_needs_a_salted_checker(server_factory, connect):
     _, address = server_factory(portal)
     with pytest.raises(syncpb.UnhandledCredentials, match="salted"):
         connect(address).login("alice", "wonderland", salted=True)
+
+
+@pytest.mark.parametrize("params,why", [
+    ((b"salt", 2 ** 30, 8, 1), "n=1073741824"),  # gigabytes of memory
+    ((b"salt", 1000, 8, 1), "n=1000"),  # not a power of two
+    ((b"salt", 1024, 8, 10 ** 6), "p=1000000"),  # minutes of work
+    (("salt", 1024, 8, 1), "malformed"),
+])
+def test_client_refuses_hostile_scrypt_parameters(params, why):
+    def script(stream):
+        stream.send(OFFER)
+        read_choice_and_version(stream)
+        stream.send(VERSION_6)
+        call = stream.read_message()
+        salt, n, r, p = params
+        salt_tree = salt if isinstance(salt, bytes) else [b"unicode", salt.encode()]
+        stream.send(banana.encode([b"answer", call[1],
+                                   [b"tuple", b"c" * 16, salt_tree, n, r, p, [b"remote", 1]]]))
+        return stream.read_until_closed()
+
+    with HostileServer(script) as server:
+        conn = syncpb.connect(server.address, timeout=WAIT)
+        try:
+            with pytest.raises(syncpb.ProtocolError, match=why):
+                conn.login("alice", "wonderland", salted=True, timeout=WAIT)
+        finally:
+            conn.close()
