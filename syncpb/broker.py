@@ -35,7 +35,7 @@ import collections
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, NoReturn, Optional, Tuple
 
 from . import banana
 from .brokercache import CacheProtocol, CacheRecord
@@ -442,10 +442,21 @@ class Broker(CacheProtocol):
             log.warning("PB peer error (connection kept): %s", reason)
 
     def _on_answer(self, reader: Reader, count: int, events: List[Event]) -> None:
-        self._fields(reader, count, 2, "answer")
-        request_id = self._check_waiting(reader.raw())
-        value = self._payload(reader, request_id, events)
-        self._waiting.discard(request_id)  # only once the whole message is in
+        # The hot path of every blocking call: _fields, _check_waiting and
+        # _payload written out inline.
+        if count != 2:
+            self._fields(reader, count, 2, "answer")
+        request_id = reader.raw()
+        waiting = self._waiting
+        if type(request_id) is not int or request_id not in waiting:
+            self._check_waiting(request_id)  # raises
+        try:
+            value = reader.jelly()
+        except (InsecureJelly, JellyError) as exc:
+            self._undecodable(request_id, exc, events)
+        if reader.imported:
+            self._commit(reader)
+        waiting.discard(request_id)  # only once the whole message is in
         events.append(AnswerReceived(request_id, value))
 
     def _on_error(self, reader: Reader, count: int, events: List[Event]) -> None:
@@ -466,11 +477,15 @@ class Broker(CacheProtocol):
         try:
             value = reader.jelly()
         except (InsecureJelly, JellyError) as exc:
-            self._waiting.discard(request_id)  # settled here, not again at connection loss
-            events.append(ErrorReceived(request_id, exc))
-            raise ProtocolError(f"undecodable answer to request {request_id}: {exc}") from exc
+            self._undecodable(request_id, exc, events)
         self._commit(reader)
         return value
+
+    def _undecodable(self, request_id: int, exc: Exception, events: List[Event]) -> NoReturn:
+        """Fail the call whose answer could not be decoded, then the connection."""
+        self._waiting.discard(request_id)  # settled here, not again at connection loss
+        events.append(ErrorReceived(request_id, exc))
+        raise ProtocolError(f"undecodable answer to request {request_id}: {exc}") from exc
 
     def _on_decref(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._fields(reader, count, 1, "decref")
@@ -721,6 +736,14 @@ class Broker(CacheProtocol):
             return
         if self.released:
             self._send_decrefs()
+        kind = type(value)
+        if kind is int and 0 <= value < 2097152 or value is None or kind is bool or kind is float:
+            # A plain answer (the usual small result): one token, nothing to
+            # share, export or roll back.
+            writer, out = self._writer, []
+            writer.value(value, out)
+            self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
+            return
         self._perspective = perspective
         try:
             body = self._encode_parts((value,))

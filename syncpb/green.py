@@ -10,6 +10,7 @@ import collections
 from typing import Any, Deque, Dict
 
 from .broker import Broker, CallReceived
+from .deferred import Deferred
 from .session import Session, _get_ident, real
 
 __all__ = ["GreenSession"]
@@ -145,13 +146,34 @@ class GreenSession(Session):
                 watched.pop(me, None)
 
     def _run_calls(self, me: Any) -> None:
-        calls = self._calls
+        """Run the queued calls in order; answers go out in one write after
+        the batch (:meth:`Session.run_call` written out for the usual call
+        that returns a plain value at once)."""
+        calls, lock, broker, queue = self._calls, self._lock, self.broker, self._queue
         self._batching = True
         try:
             while calls and self._reader is me:
-                self.run_call(calls.popleft())
+                call = calls.popleft()
+                try:
+                    result = call.method(*call.args, **call.kwargs)
+                except BaseException as exc:
+                    self._log_failure(call, exc)
+                    self._reply(call, exc, False)
+                    continue
+                if isinstance(result, Deferred):
+                    result.addCallbacks(self._answer_later(call), self._fail_later(call))
+                    continue
+                if call.answer_required:
+                    with lock:
+                        if self._lost_done:
+                            return
+                        broker.answer(call.request_id, result, call.perspective)
+                        queue.extend(broker.pieces_to_send())
+                if self._reader is not me:  # the call waited: another greenlet reads now
+                    self._flush()
         finally:
             if self._reader is me:
                 self._batching = False
-        if self._queue and self._reader is me:
-            self._flush()
+        if queue and self._reader is me:
+            with self._send_mutex:
+                self._write_queue()

@@ -357,23 +357,29 @@ class Session:
             pieces = [queue.popleft()]
             while queue:  # everything queued so far goes out in one write
                 pieces.append(queue.popleft())
-            try:
-                if len(pieces) > 1:
-                    _send_pieces(self.sock, pieces)
-                elif self._raw_sock is None:  # a plain blocking socket
-                    self.sock.sendall(pieces[0])
-                else:  # gevent: one direct send nearly always suffices
-                    data = pieces[0]
-                    try:
-                        sent = self._raw_sock.send(data)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent < len(data):
-                        self.sock.sendall(memoryview(data)[sent:])
-            except OSError as exc:
+            if not self._write(pieces):
                 queue.clear()
-                self._lost(f"write failed: {exc}", exc)
                 return
+
+    def _write(self, pieces: List[bytes]) -> bool:
+        """Send ``pieces`` (send lock held); False if the connection ended."""
+        try:
+            if len(pieces) > 1:
+                _send_pieces(self.sock, pieces)
+            elif self._raw_sock is None:  # a plain blocking socket
+                self.sock.sendall(pieces[0])
+            else:  # gevent: one direct send nearly always suffices
+                data = pieces[0]
+                try:
+                    sent = self._raw_sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    self.sock.sendall(memoryview(data)[sent:])
+        except OSError as exc:
+            self._lost(f"write failed: {exc}", exc)
+            return False
+        return True
 
     # ------------------------------------------------------------ incoming
 
@@ -436,10 +442,17 @@ class Session:
             self._reply(call, exc, False)
             return
         if isinstance(result, Deferred):
-            result.addCallbacks(lambda value: self._reply(call, value, True),
-                                lambda failure: self._reply(call, failure.value, False))
+            result.addCallbacks(self._answer_later(call), self._fail_later(call))
             return
         self._reply(call, result, True)
+
+    def _answer_later(self, call: CallReceived) -> Callable[[Any], None]:
+        """The callback that answers ``call`` when its Deferred fires."""
+        return lambda value: self._reply(call, value, True)
+
+    def _fail_later(self, call: CallReceived) -> Callable[[Failure], None]:
+        """The errback that fails ``call`` when its Deferred fails."""
+        return lambda failure: self._reply(call, failure.value, False)
 
     def _log_failure(self, call: CallReceived, exc: BaseException) -> None:
         if not isinstance(exc, Error):  # an Error is an expected failure, as in Twisted

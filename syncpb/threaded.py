@@ -42,8 +42,9 @@ from typing import Any, Dict, List, Optional
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
+from .dispatch import _local as _dispatch_local
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
-from .session import OSThread, Session, _allocate_lock, _get_ident
+from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
 
@@ -185,15 +186,31 @@ class ThreadedSession(Session):
             DeadReferenceError, or the local error of an unsendable argument.
         """
         slot = _Follower()
+        send_mutex = self._send_mutex
         with self._lock:
             if self.closed:
                 raise DeadReferenceError("Calling Stale Broker")
             broker = self.broker
             request_id = broker.call(oid, name, args, kwargs)
             self._pending[request_id] = slot
-            self._queue.extend(broker.pieces_to_send())
-        self._flush()
-        before_blocking()
+            pieces = broker.pieces_to_send()
+            # Nothing queued ahead and nobody writing (the usual case): write
+            # the call from here. Taking the send lock before letting go of
+            # the broker lock keeps messages in the order they were encoded.
+            direct = not self._queue and send_mutex.acquire(False)
+            if not direct:
+                self._queue.extend(pieces)
+        if direct:
+            try:
+                self._write(pieces)
+            finally:
+                send_mutex.release()
+            if self._queue:  # queued by a finalizer while we wrote
+                self._flush()
+        else:
+            self._flush()
+        if _dispatch_local.current is not None:
+            before_blocking()
         deadline = None if timeout is None else _monotonic() + timeout
         state = self._state
         state.acquire()
@@ -295,8 +312,13 @@ class ThreadedSession(Session):
                     continue
                 if not ready:
                     return
-            data = self._recv(sock)  # the hot loop of a blocking call: one helper only
-            if data is None:
+            try:  # the hot loop of a blocking call: Session._recv written out
+                data = sock.recv(RECV_SIZE)
+            except OSError as exc:
+                self._lost(f"read failed: {exc}", exc)
+                return
+            if not data:
+                self._lost("closed by peer", None)
                 return
             try:
                 self.feed(data)
