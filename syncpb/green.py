@@ -11,7 +11,7 @@ from typing import Any, Deque, Dict
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
-from .session import Session, _get_ident, real
+from .session import RECV_SIZE, Session, _get_ident, real
 
 __all__ = ["GreenSession"]
 
@@ -128,13 +128,33 @@ class GreenSession(Session):
         self._reader = me
         self._flush()
         sock, watched = self.sock, self._watch.watched
+        raw = self._raw_sock
         while not self._lost_done and self._reader is me:
-            if not self._calls:
+            if self._calls:
+                data = b""
+            elif raw is not None:
+                # gevent's recv without its Python layer: read the
+                # non-blocking socket directly; when it is empty, wait on
+                # gevent's own watcher (closing the socket cancels that wait).
+                try:
+                    data = raw.recv(RECV_SIZE)
+                except BlockingIOError:
+                    try:
+                        sock._wait(sock._read_event)
+                    except OSError as exc:
+                        self._lost(f"read failed: {exc}", exc)
+                        return
+                    continue
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
                 data = self._recv(sock)
                 if data is None:
                     return
-            else:
-                data = b""
             watched[me] = self
             try:
                 if data:
