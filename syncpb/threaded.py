@@ -44,7 +44,7 @@ from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
 from .dispatch import _local as _dispatch_local
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
-from .session import RECV_SIZE, OSThread, Session, _allocate_lock, _get_ident
+from .session import OSThread, Session, _allocate_lock, _get_ident
 
 __all__ = ["ThreadedSession"]
 
@@ -312,13 +312,8 @@ class ThreadedSession(Session):
                     continue
                 if not ready:
                     return
-            try:  # the hot loop of a blocking call: Session._recv written out
-                data = sock.recv(RECV_SIZE)
-            except OSError as exc:
-                self._lost(f"read failed: {exc}", exc)
-                return
-            if not data:
-                self._lost("closed by peer", None)
+            data = self._recv(sock)  # the hot loop of a blocking call: one helper only
+            if data is None:
                 return
             try:
                 self.feed(data)
