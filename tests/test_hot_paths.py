@@ -33,3 +33,55 @@ def test_sessions_stay_within_shared_key_dicts(server_factory, connect):
     assert len(vars(conn._session)) <= SHARED_KEYS_LIMIT
     (green,) = server._sessions
     assert len(vars(green)) <= SHARED_KEYS_LIMIT
+
+
+# ---------------------------------------------------------------- the inline answer paths
+
+PLAIN_ANSWERS = [0, 1, 127, 128, 16383, 16384, 2097151, 2097152, -1, -128, 2 ** 70,
+                 True, False, None, 0.0, -2.5, float("inf")]
+
+
+def _ready_pair():
+    from syncpb.broker import Broker
+    server, client = Broker(root=Root()), Broker(is_client=True)
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    assert client.ready and server.ready and not server.has_output and not client.has_output
+    return client, server
+
+
+def test_plain_answers_encode_as_the_general_path_does():
+    client, server = _ready_pair()
+    for request_id, value in enumerate(PLAIN_ANSWERS, start=1):
+        server.answer(request_id, value)
+        fast = server.data_to_send()
+        general = (server._answer_head + server._writer.int_token(request_id)
+                   + b"".join(server._encode_parts((value,))))
+        assert fast == general, value
+
+
+def test_plain_answers_decode_to_equal_values_of_the_same_type():
+    from syncpb.broker import AnswerReceived
+    client, server = _ready_pair()
+    for value in PLAIN_ANSWERS:
+        request_id = client.call(b"root", "sizes")
+        client.data_to_send()
+        server.answer(request_id, value)
+        (event,) = client.receive_data(server.data_to_send())
+        assert type(event) is AnswerReceived and event.request_id == request_id
+        assert event.value == value and type(event.value) is type(value)
+    assert client.waiting_count == 0
+
+
+def test_hotpath_benchmark_script_runs(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "hotpath.py"
+    done = subprocess.run([sys.executable, str(script), "--calls", "200", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0:2] for line in done.stdout.splitlines()[1:]]
+    assert [" ".join(row) for row in rows] == ["broker client", "broker server",
+                                              "session client", "session server"]
