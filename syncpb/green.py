@@ -132,29 +132,19 @@ class GreenSession(Session):
         while not self._lost_done and self._reader is me:
             if self._calls:
                 data = b""
-            elif raw is not None:
-                # gevent's recv without its Python layer: read the
-                # non-blocking socket directly; when it is empty, wait on
-                # gevent's own watcher (closing the socket cancels that wait).
-                try:
-                    data = raw.recv(RECV_SIZE)
-                except BlockingIOError:
-                    try:
-                        sock._wait(sock._read_event)
-                    except OSError as exc:
-                        self._lost(f"read failed: {exc}", exc)
-                        return
-                    continue
-                except OSError as exc:
-                    self._lost(f"read failed: {exc}", exc)
-                    return
-                if not data:
-                    self._lost("closed by peer", None)
-                    return
             else:
-                data = self._recv(sock)
-                if data is None:
-                    return
+                # Read the non-blocking socket under gevent's directly: data
+                # is usually waiting. Only when it is not (or at the end, or
+                # on an error) go through gevent's recv, which waits on the
+                # hub and reports the end or the error.
+                try:
+                    data = raw.recv(RECV_SIZE) if raw is not None else None
+                except OSError:
+                    data = None
+                if not data:
+                    data = self._recv(sock)
+                    if data is None:
+                        return
             watched[me] = self
             try:
                 if data:

@@ -42,7 +42,6 @@ from typing import Any, Dict, List, Optional
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
-from .dispatch import _local as _dispatch_local
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
 from .session import OSThread, Session, _allocate_lock, _get_ident
 
@@ -209,8 +208,7 @@ class ThreadedSession(Session):
                 self._flush()
         else:
             self._flush()
-        if _dispatch_local.current is not None:
-            before_blocking()
+        before_blocking()
         deadline = None if timeout is None else _monotonic() + timeout
         state = self._state
         state.acquire()
