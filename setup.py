@@ -32,6 +32,7 @@ setup(
             "pytest-timeout>=2.2",
             "hypothesis>=6.90",
             "twisted>=24.3",
+            "psycopg[binary]>=3.1",
         ],
         "bench": [
             "twisted>=24.3",

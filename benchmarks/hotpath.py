@@ -63,7 +63,7 @@ class _Socket:
     def recv(self, size: int) -> bytes:
         return self.recv_reply()
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes, flags: int = 0) -> int:
         return len(data)
 
     def sendall(self, data: bytes) -> None:

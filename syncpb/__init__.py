@@ -23,9 +23,10 @@ from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_regist
                        setUnjellyableFactoryForClass, setUnjellyableForClass)
 from .deferred import Deferred, fail, gather, maybe_deferred, succeed
 from .errors import (AlreadyCalledError, BananaError, CallTimeout, ConnectionFailed,
-                     ConnectionLost, DeadReferenceError, Error, InsecureJelly, LoginFailed,
-                     NoSuchMethod, ProtocolError, RemoteError, SyncPBError, Unauthorized,
-                     UnauthorizedLogin, UnhandledCredentials)
+                     ConnectionLost, DatabaseConnectionLost, DatabaseError, DatabaseUnavailable,
+                     DeadReferenceError, Error, InsecureJelly, LoginFailed, NoSuchMethod,
+                     PoolClosed, PoolSaturated, ProtocolError, RemoteError, SyncPBError,
+                     Unauthorized, UnauthorizedLogin, UnhandledCredentials)
 from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
@@ -34,13 +35,14 @@ from .passwords import FilePasswordChecker, add_user
 from .portal import (AllowAnonymousAccess, Anonymous, ChallengeResponse, InMemoryPasswordChecker,
                      IPerspective, Portal, UsernamePassword)
 from .server import Server
+from .waiting import wait_mode
 from . import util  # paging: syncpb.util.getAllPages, StringPager, ...
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     # connecting and serving
-    "connect", "Connection", "Server", "Limits", "SecurityOptions",
+    "connect", "Connection", "Server", "Limits", "SecurityOptions", "wait_mode",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
     "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",
@@ -56,6 +58,7 @@ __all__ = [
     # errors
     "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed",
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
-    "CallTimeout", "AlreadyCalledError",
+    "CallTimeout", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
+    "DatabaseError", "DatabaseConnectionLost", "DatabaseUnavailable",
     "Unauthorized", "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials",
 ]

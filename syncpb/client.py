@@ -1,15 +1,17 @@
 """Connecting to a PB server: :func:`connect` and :class:`Connection` (L5).
 
-The connection chooses how it waits from where it is made: inside a gevent
-program (a hub in this thread, or patched sockets) it reads in a greenlet
-and a call blocks only its greenlet; anywhere else it uses plain blocking
-sockets and the calling threads take turns reading
-(:mod:`syncpb.threaded`). No monkey-patching is needed either way.
+Every connection is the same kind of object, whoever makes it and
+wherever: a plain socket that the calling threads take turns reading, with a
+background thread when nobody else does (:mod:`syncpb.threaded`). How a
+call waits is decided by each caller, at each call
+(:mod:`syncpb.waiting`): inside a running gevent hub only the calling
+greenlet waits, anywhere else the calling thread. So one connection serves
+OS threads and greenlets of several hubs at once, with or without
+monkey-patching.
 """
 
 from __future__ import annotations
 
-import socket as stdlib_socket
 from typing import Any, Callable, Optional, Union
 
 from .broker import Broker, Limits
@@ -20,10 +22,9 @@ from .jelly import SecurityOptions, with_registry
 from .passwords import check_params, derive_key
 from .portal import proof, respond
 from .reference import RemoteReference
-from .green import GreenSession
-from .session import Session, gevent_active
 from .threaded import ThreadedSession
 from .transport import Address, AddressLike, open_stream, parse_address
+from .waiting import cooperative_hub
 
 __all__ = ["connect", "Connection"]
 
@@ -37,7 +38,7 @@ class Connection:
         address: the address connected to.
     """
 
-    def __init__(self, session: Session, address: Address) -> None:
+    def __init__(self, session: ThreadedSession, address: Address) -> None:
         self._session = session
         self.address = address
         self.root: RemoteReference = session.root_reference()
@@ -149,20 +150,14 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
     """
     target = parse_address(address)
     security = with_registry(security, registry)
-    green = gevent_active()
-    socket_module: Any = stdlib_socket
-    if green:
-        import gevent.socket as socket_module
-    sock = open_stream(target, timeout, socket_module)
+    green = cooperative_hub() is not None
+    sock = open_stream(target, timeout, cooperative=green)
     broker = Broker(is_client=True, security=security, limits=limits,
                     unsafe_tracebacks=unsafe_tracebacks)
-    session: Session
-    if green:
-        session = GreenSession(sock, broker, str(target))
-        session.start()
-    else:
-        session = ThreadedSession(sock, broker, str(target))
+    session = ThreadedSession(sock, broker, str(target))
     session.call_timeout = call_timeout
+    if green:
+        session.start()  # a greenlet never reads: the background thread reads the handshake
     try:
         session.ready.result(timeout=timeout)
     except CallTimeout:
@@ -170,6 +165,5 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         raise ConnectionFailed(f"{target} did not start the PB handshake in time") from None
     except ConnectionLost as exc:
         raise ConnectionFailed(f"PB handshake with {target} failed: {exc}") from exc
-    if not green:
-        session.start()  # type: ignore[attr-defined]
+    session.start()
     return Connection(session, target)

@@ -44,7 +44,8 @@ itself, the Deferred its chain is paused on, recursively, or the source a
 ``target._waiter.wait(target, timeout)``, or :data:`DEFAULT_WAITER`'s when the
 target's ``_waiter`` is ``None``. Connections put their own :class:`Waiter`
 there to drive their socket while a caller waits. :data:`DEFAULT_WAITER`
-just blocks until the target has fired and its chain has stopped running:
+just blocks until the target has fired and its chain has stopped running,
+through :class:`syncpb.waiting.Wakeup`:
 
 * in a thread that runs a gevent hub (and is not the hub greenlet itself)
   it blocks only the calling greenlet, and is woken safely even when the
@@ -65,7 +66,6 @@ Deferred").
 from __future__ import annotations
 
 import _thread
-import importlib
 import logging
 import sys
 import time
@@ -86,6 +86,7 @@ from typing import (
 
 from syncpb.errors import AlreadyCalledError, CallTimeout
 from syncpb.failure import Failure
+from syncpb.waiting import Wakeup
 
 __all__ = [
     "Deferred",
@@ -123,7 +124,6 @@ def _original_thread_function(name: str) -> Any:
 
 _allocate_lock: Callable[[], Any] = _original_thread_function("allocate_lock")
 _get_ident: Callable[[], int] = _original_thread_function("get_ident")
-_LOCK_TIMEOUT_MAX: float = _thread.TIMEOUT_MAX
 
 
 class _Continue:
@@ -738,24 +738,10 @@ def _whoami() -> Tuple[int, Any]:
     return _get_ident(), _current_greenlet()
 
 
-def _current_hub() -> Any:
-    """Return this thread's gevent hub if a greenlet here may block on it.
-
-    Returns:
-        The hub, or ``None`` if gevent is not loaded, this thread has no
-        hub, or the caller is the hub greenlet itself (which cannot block).
-    """
-    hub_local = sys.modules.get("gevent._hub_local")
-    if hub_local is None:
-        return None
-    hub = hub_local.get_hub_if_exists()
-    if hub is None or _current_greenlet() is hub:
-        return None
-    return hub
-
-
 class DefaultWaiter:
-    """Blocks the calling greenlet or thread until a Deferred settles.
+    """Blocks exactly the caller until a Deferred settles: the calling
+    greenlet inside a running gevent hub, the calling thread otherwise
+    (:class:`syncpb.waiting.Wakeup`).
 
     "Settles" means: has fired and its chain has stopped running (finished
     or paused on another Deferred).
@@ -768,63 +754,16 @@ class DefaultWaiter:
             deferred: the Deferred to wait for.
             timeout: seconds to wait at most, ``None`` for no limit.
         """
-        hub = _current_hub()
-        if hub is None:
-            _block_thread(deferred, timeout)
-        else:
-            _block_greenlet(hub, deferred, timeout)
+        wakeup = Wakeup()
+        deferred._add_settled_hook(wakeup.set)
+        try:
+            wakeup.wait(timeout)
+        finally:
+            deferred._remove_settled_hook(wakeup.set)
 
 
 #: The waiter used for a Deferred whose ``_waiter`` is ``None``.
 DEFAULT_WAITER = DefaultWaiter()
-
-
-def _block_thread(deferred: Deferred, timeout: Optional[float]) -> None:
-    """Block the OS thread on a real lock until ``deferred`` settles.
-
-    Args:
-        deferred: the Deferred to wait for.
-        timeout: seconds to wait at most, ``None`` for no limit.
-    """
-    lock = _allocate_lock()
-    lock.acquire()
-    deferred._add_settled_hook(lock.release)
-    try:
-        if timeout is None:
-            lock.acquire()
-        else:
-            lock.acquire(True, min(max(timeout, 0.0), _LOCK_TIMEOUT_MAX))
-    finally:
-        deferred._remove_settled_hook(lock.release)
-
-
-def _block_greenlet(hub: Any, deferred: Deferred, timeout: Optional[float]) -> None:
-    """Block the current greenlet until ``deferred`` settles.
-
-    Other greenlets of the hub keep running. The wake-up is passed through
-    the hub's loop when the Deferred settles in another OS thread.
-
-    Args:
-        hub: the gevent hub of this thread.
-        deferred: the Deferred to wait for.
-        timeout: seconds to wait at most, ``None`` for no limit.
-    """
-    # gevent is loaded (the hub exists), so this import loads nothing new
-    # beyond gevent's own event module.
-    event = importlib.import_module("gevent.event").Event()
-    owner = _get_ident()
-
-    def wake() -> None:
-        if _get_ident() == owner:
-            event.set()
-        else:
-            hub.loop.run_callback_threadsafe(event.set)
-
-    deferred._add_settled_hook(wake)
-    try:
-        event.wait(timeout)
-    finally:
-        deferred._remove_settled_hook(wake)
 
 
 def _remaining(deadline: Optional[float], timeout: Optional[float]) -> Optional[float]:

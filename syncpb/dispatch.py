@@ -15,21 +15,30 @@ idle one, or a new thread) continues the queue. When the blocked call
 finishes, its worker becomes idle; at most ``max_idle`` idle workers are
 kept. Calls therefore start in order, and a call that waits never stops
 the ones behind it.
+
+Workers are real OS threads with real locks, even in a monkey-patched
+program (where ``threading.Thread`` would start greenlets of a hub that the
+reading thread never runs).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import threading
 from typing import Callable, Deque, List, Optional, Tuple
+
+from .waiting import real
 
 __all__ = ["OrderedDispatcher", "before_blocking"]
 
 log = logging.getLogger("syncpb")
 
 
-class _Current(threading.local):
+_allocate_lock = real("_thread", "allocate_lock")
+_start_new_thread = real("_thread", "start_new_thread")
+
+
+class _Current(real("_thread", "_local")):  # type: ignore[misc]
     """The dispatcher and worker running on this thread, if any."""
 
     current: Optional[Tuple["OrderedDispatcher", "_Worker"]] = None  # a class default: no lookup miss
@@ -38,11 +47,50 @@ class _Current(threading.local):
 _local = _Current()
 
 
-class _Worker:
-    __slots__ = ("wake",)
+class _Signal:
+    """A resettable flag on a real lock (monkey-patching leaves it alone)."""
+
+    __slots__ = ("_lock",)
 
     def __init__(self) -> None:
-        self.wake = threading.Event()
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # already set
+            pass
+
+    def clear(self) -> None:
+        self._lock.acquire(False)
+
+    def wait(self) -> None:
+        self._lock.acquire()
+        self._lock.release()
+
+
+class _Worker:
+    __slots__ = ("wake", "alive")
+
+    def __init__(self) -> None:
+        self.wake = _Signal()
+        self.alive = _allocate_lock()  # held while the worker's thread runs
+
+
+class WorkerThread:
+    """What :attr:`OrderedDispatcher.threads` lists: a worker's name and liveness."""
+
+    def __init__(self, name: str, worker: _Worker) -> None:
+        self.name = name
+        self._worker = worker
+
+    def is_alive(self) -> bool:
+        return bool(self._worker.alive.locked())
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        if self._worker.alive.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            self._worker.alive.release()
 
 
 class OrderedDispatcher:
@@ -56,13 +104,13 @@ class OrderedDispatcher:
     def __init__(self, name: str = "syncpb-dispatch", max_idle: int = 2) -> None:
         self.name = name
         self.max_idle = max_idle
-        self._lock = threading.Lock()
+        self._lock = _allocate_lock()
         self._queue: Deque[Callable[[], None]] = collections.deque()
         self._active: Optional[_Worker] = None
         self._idle: List[_Worker] = []
         self._closed = False
         self._count = 0
-        self._threads: List[threading.Thread] = []
+        self._threads: List[WorkerThread] = []
 
     def submit(self, job: Callable[[], None]) -> None:
         """Queue ``job``; it runs after every job submitted before it started."""
@@ -95,10 +143,9 @@ class OrderedDispatcher:
         worker = _Worker()
         self._active = worker
         self._count += 1
-        thread = threading.Thread(target=self._run, args=(worker,),
-                                  name=f"{self.name}-{self._count}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        worker.alive.acquire()
+        self._threads.append(WorkerThread(f"{self.name}-{self._count}", worker))
+        _start_new_thread(self._run, (worker,))
 
     def _step_down(self, worker: _Worker) -> None:
         """``worker`` is about to block: let another worker take the queue."""
@@ -109,22 +156,25 @@ class OrderedDispatcher:
                     self._activate_locked()
 
     @property
-    def threads(self) -> List[threading.Thread]:
+    def threads(self) -> List[WorkerThread]:
         """The worker threads started so far (for tests and debugging)."""
         return list(self._threads)
 
     def _run(self, worker: _Worker) -> None:
-        while True:
-            job = self._next_job(worker)
-            if job is None:
-                return
-            _local.current = (self, worker)
-            try:
-                job()
-            except BaseException:  # a job must never kill its worker
-                log.exception("unexpected error in a dispatched call")
-            finally:
-                _local.current = None
+        try:
+            while True:
+                job = self._next_job(worker)
+                if job is None:
+                    return
+                _local.current = (self, worker)
+                try:
+                    job()
+                except BaseException:  # a job must never kill its worker
+                    log.exception("unexpected error in a dispatched call")
+                finally:
+                    _local.current = None
+        finally:
+            worker.alive.release()
 
     def _next_job(self, worker: _Worker) -> Optional[Callable[[], None]]:
         while True:

@@ -29,6 +29,11 @@ __all__ = [
     "NoSuchMethod",
     "CallTimeout",
     "AlreadyCalledError",
+    "PoolSaturated",
+    "PoolClosed",
+    "DatabaseError",
+    "DatabaseConnectionLost",
+    "DatabaseUnavailable",
     "Unauthorized",
     "LoginFailed",
     "UnauthorizedLogin",
@@ -80,6 +85,31 @@ class CallTimeout(SyncPBError, TimeoutError):
 
 class AlreadyCalledError(SyncPBError):
     """A Deferred was fired twice."""
+
+
+class PoolSaturated(SyncPBError):
+    """A thread pool's queue is full: the work was refused, not queued."""
+
+
+class PoolClosed(SyncPBError):
+    """A thread pool (or a database pool) was stopped and takes no more work."""
+
+
+class DatabaseError(SyncPBError):
+    """Base class of the database pool's own errors (the database's own
+    exceptions, such as ``sqlite3.OperationalError``, pass through as they are)."""
+
+
+class DatabaseConnectionLost(DatabaseError):
+    """The database dropped the pooled connection an operation was using.
+
+    The operation was not re-run (it might have been a write); the
+    connection is replaced and the next operation gets a fresh one.
+    """
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The pool cannot open a connection to the database (it is down)."""
 
 
 class NoSuchMethod(SyncPBError, AttributeError):

@@ -79,6 +79,7 @@ class GreenSession(Session):
         self._calls: Deque[CallReceived] = collections.deque()
         self._reader: Any = None
         self._batching = False
+        self._draining = False
         super().__init__(sock, broker, name)
 
 
@@ -88,8 +89,28 @@ class GreenSession(Session):
         if _get_ident() != self._hub_thread:
             self._hub.loop.run_callback_threadsafe(self._flush)
         else:
+            self._write_or_hand_off()
+
+    def _write_or_hand_off(self) -> None:
+        """Write what the socket takes now; a writer greenlet waits to send
+        the rest, so the reader never stops reading because the peer is
+        slow to read (two peers that both only wrote would deadlock)."""
+        if self._draining:
+            return  # the writer greenlet sends everything queued, in order
+        with self._send_mutex:
+            self._write_queue_nowait()
+        if self._queue and not self._lost_done:
+            self._draining = True
+            self._gevent.spawn_raw(self._drain)
+
+    def _drain(self) -> None:
+        try:
             with self._send_mutex:
-                self._write_queue()
+                self._write_queue()  # gevent's sendall: waits only this greenlet
+        finally:
+            self._draining = False
+        if self._queue and not self._lost_done:
+            self._write_or_hand_off()
 
     def spawn(self, task: Any, name: str) -> None:
         """Run ``task`` in a new greenlet of this session's hub."""
@@ -185,5 +206,4 @@ class GreenSession(Session):
             if self._reader is me:
                 self._batching = False
         if queue and self._reader is me:
-            with self._send_mutex:
-                self._write_queue()
+            self._write_or_hand_off()

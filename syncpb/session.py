@@ -39,21 +39,15 @@ from .deferred import Deferred
 from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, ProtocolError
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
+from .waiting import real
 
-__all__ = ["Session", "OSThread", "OSFlag", "real", "gevent_active"]
+__all__ = ["Session", "OSThread", "OSFlag", "real"]
 
 log = logging.getLogger("syncpb")
 # Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
 # on every recv, which costs more than the whole rest of a small call.
 RECV_SIZE = 64 * 1024
-
-
-def real(module: str, name: str) -> Any:
-    """Return ``module.name`` as it was before any gevent monkey-patching."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        return monkey.get_original(module, name)
-    return getattr(__import__(module), name)
+_DONTWAIT = stdlib_socket.MSG_DONTWAIT
 
 
 _allocate_lock = real("_thread", "allocate_lock")
@@ -126,15 +120,6 @@ class OSThread:
             return False
         self._done.release()
         return True
-
-
-def gevent_active() -> bool:
-    """True when the calling thread runs gevent (a hub, or patched sockets)."""
-    if "gevent" not in sys.modules:
-        return False
-    from gevent import monkey
-    from gevent._hub_local import get_hub_if_exists
-    return bool(monkey.is_module_patched("socket")) or get_hub_if_exists() is not None
 
 
 _MAX_PIECES = 512          # buffers per sendmsg (the OS allows IOV_MAX, 1024 on Linux)
@@ -300,7 +285,7 @@ class Session:
             else:
                 error = None
                 if answer_required:
-                    self._pending[request_id] = d
+                    self._pending[request_id] = self._pending_entry(d)
                 self._enqueue_locked()
         if error is not None:
             d.errback(error)
@@ -308,6 +293,11 @@ class Session:
         self._sent_call()
         if not answer_required:
             d.callback(None)
+        return d
+
+    def _pending_entry(self, d: Deferred) -> Any:
+        """What waits in the pending table for the answer that fires ``d``
+        (anything with ``callback``/``errback``; a policy hook)."""
         return d
 
     def flush(self) -> None:
@@ -359,6 +349,28 @@ class Session:
                 pieces.append(queue.popleft())
             if not self._write(pieces):
                 queue.clear()
+                return
+
+    def _write_queue_nowait(self) -> None:
+        """Send what the socket takes at once and leave the rest at the head
+        of the queue (send lock held); never waits."""
+        queue = self._queue
+        sock = self._raw_sock if self._raw_sock is not None else self.sock
+        while queue:
+            pieces = [queue.popleft()]
+            while queue:
+                pieces.append(queue.popleft())
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            try:
+                sent = sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                queue.clear()
+                self._lost(f"write failed: {exc}", exc)
+                return
+            if sent < len(data):
+                queue.appendleft(memoryview(data)[sent:])  # type: ignore[arg-type]
                 return
 
     def _write(self, pieces: List[bytes]) -> bool:

@@ -30,12 +30,24 @@ within that interval.
 A callback that runs on the leader and waits again leads re-entrantly on
 the same thread. Incoming calls run on an
 :class:`~syncpb.dispatch.OrderedDispatcher`, never on the reading thread.
+
+Greenlets
+---------
+A caller inside a running gevent hub (:func:`syncpb.waiting.cooperative_hub`)
+never reads and never blocks its OS thread: it writes without blocking
+(what the socket does not take at once is left to the background thread),
+asks the background reader to lead at once, and waits on a
+:class:`~syncpb.waiting.Wakeup`, so only its greenlet waits. The answer is
+read by whichever thread leads. A Deferred from ``callRemote`` made in a
+greenlet fires in that greenlet's hub, where its callbacks run. So one
+connection serves OS threads and greenlets of several hubs at once, and a
+hub that stops running (its thread blocked in plain code) holds up only its
+own greenlets.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import time
 from typing import Any, Dict, List, Optional
 
@@ -43,7 +55,9 @@ from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
+from .failure import Failure
 from .session import OSThread, Session, _allocate_lock, _get_ident
+from .waiting import Wakeup, call_soon_in, cooperative_hub, real
 
 __all__ = ["ThreadedSession"]
 
@@ -53,6 +67,7 @@ GRACE = 0.002
 #: Longest the background reader sleeps between checks while callers lead.
 MAX_NAP = 0.005
 _monotonic = time.monotonic
+_select = real("select", "select")
 
 
 class _Follower:
@@ -106,6 +121,49 @@ class _Follower:
 _BACKGROUND = _Follower()
 
 
+class _GreenSlot:
+    """The pending entry of a blocking call made in a greenlet."""
+
+    __slots__ = ("wakeup", "done", "value", "ok")
+
+    def __init__(self) -> None:
+        self.wakeup = Wakeup()
+        self.done = False
+        self.value: Any = None
+        self.ok = False
+
+    def callback(self, value: Any) -> None:
+        self.value, self.ok, self.done = value, True, True
+        self.wakeup.set()
+
+    def errback(self, failure: Any) -> None:
+        self.value, self.ok, self.done = failure.value, False, True
+        self.wakeup.set()
+
+
+class _InHub:
+    """The pending entry of a ``callRemote`` made in a greenlet: its
+    Deferred fires in that greenlet's hub."""
+
+    __slots__ = ("deferred", "hub")
+
+    def __init__(self, deferred: Deferred, hub: Any) -> None:
+        self.deferred = deferred
+        self.hub = hub
+
+    def callback(self, value: Any) -> None:
+        self._fire(self.deferred.callback, value)
+
+    def errback(self, failure: Failure) -> None:
+        self._fire(self.deferred.errback, failure)
+
+    def _fire(self, method: Any, value: Any) -> None:
+        try:
+            call_soon_in(self.hub, method, value)
+        except Exception:  # that hub is gone: fire here rather than never
+            method(value)
+
+
 class ThreadedSession(Session):
     """A session whose waiting callers read the socket themselves."""
 
@@ -120,6 +178,8 @@ class ThreadedSession(Session):
         self._wake_r, self._wake_w = os.pipe()
         self._wake_fds: tuple = (self._wake_r, self._wake_w)
         self._started = False
+        self._green_waiting = 0   # greenlets waiting: the background reader leads at once
+        self._urgent = False      # a greenlet's callRemote wants a reader now
         self._idle = _allocate_lock()
         self._idle.acquire()
         self._dispatcher = OrderedDispatcher(f"syncpb-{name}")
@@ -130,13 +190,23 @@ class ThreadedSession(Session):
     def start(self) -> None:
         """Start the background reader (after the handshake)."""
         with self._state:
-            if self._lost_done:
+            if self._lost_done or self._started:
                 return
             self._started = True
         self._background.start()
 
 
+    def _pending_entry(self, d: Deferred) -> Any:
+        hub = cooperative_hub()
+        return d if hub is None else _InHub(d, hub)
+
     def _sent_call(self) -> None:
+        if cooperative_hub() is not None:
+            self._flush_green()
+            with self._state:
+                self._urgent = True
+            self._poke_background(write=False)
+            return
         # Like Nagle's rule: while earlier calls are still in flight, hold a
         # callback-style call back; it goes out with the next wait, or from
         # the background reader within MAX_NAP. Pipelined calls then share
@@ -150,7 +220,17 @@ class ThreadedSession(Session):
     # ------------------------------------------------------------ waiting
 
     def wait(self, deferred: Deferred, timeout: Optional[float]) -> None:
-        """Block until ``deferred`` settles, reading the socket when we may lead."""
+        """Block until ``deferred`` settles, reading the socket when we may
+        lead (a greenlet only waits: see the module's notes)."""
+        if cooperative_hub() is not None:
+            wakeup = Wakeup()
+            deferred._add_settled_hook(wakeup.set)
+            try:
+                before_blocking()
+                self._green_wait(wakeup, timeout)
+            finally:
+                deferred._remove_settled_hook(wakeup.set)
+            return
         deadline = None if timeout is None else _monotonic() + timeout
         me = _Follower()
 
@@ -184,6 +264,8 @@ class ThreadedSession(Session):
             the remote exception, CallTimeout, ConnectionLost,
             DeadReferenceError, or the local error of an unsendable argument.
         """
+        if cooperative_hub() is not None:
+            return self._call_blocking_green(oid, name, args, kwargs, timeout)
         slot = _Follower()
         send_mutex = self._send_mutex
         with self._lock:
@@ -223,15 +305,88 @@ class ThreadedSession(Session):
             state.release()
         if not slot.done:
             self._wait(slot, deadline)
+        return self._outcome(slot, request_id, name, timeout)
+
+    def _outcome(self, slot: Any, request_id: int, name: str, timeout: Optional[float]) -> Any:
+        """The answer in ``slot``; or, when none came, why (ConnectionLost
+        or CallTimeout, the call forgotten)."""
         if not slot.done:
             with self._lock:
                 self._pending.pop(request_id, None)
-            if self._lost_done:
-                raise ConnectionLost(f"connection to {self.name} lost during {name!r}")
-            raise CallTimeout(f"no answer to {name!r} within {timeout} seconds")
+            if not slot.done:  # not answered while we took the lock
+                if self._lost_done:
+                    raise ConnectionLost(f"connection to {self.name} lost during {name!r}")
+                raise CallTimeout(f"no answer to {name!r} within {timeout} seconds")
         if slot.ok:
             return slot.value
         raise slot.value
+
+    # ------------------------------------------------------------ greenlets
+
+    def _call_blocking_green(self, oid: Any, name: str, args: tuple,
+                             kwargs: Dict[str, Any], timeout: Optional[float]) -> Any:
+        """:meth:`call_blocking` for a greenlet: blocks only the greenlet."""
+        slot = _GreenSlot()
+        with self._lock:
+            if self.closed:
+                raise DeadReferenceError("Calling Stale Broker")
+            request_id = self.broker.call(oid, name, args, kwargs)
+            self._pending[request_id] = slot
+            self._enqueue_locked()
+        before_blocking()
+        self._green_wait(slot.wakeup, timeout)
+        return self._outcome(slot, request_id, name, timeout)
+
+    def _green_wait(self, wakeup: Wakeup, timeout: Optional[float]) -> bool:
+        """Write what is queued, make sure a thread reads, wait on ``wakeup``."""
+        with self._state:
+            self._green_waiting += 1
+            nobody_reads = self._leader is None
+        try:
+            self._flush_green()
+            if nobody_reads:
+                self._poke_background(write=False)
+            return wakeup.wait(timeout)
+        finally:
+            with self._state:
+                self._green_waiting -= 1
+
+    def _poke_background(self, write: bool) -> None:
+        """Wake the background thread: to lead now, or (``write``) to send
+        what is queued even while it is reading."""
+        with self._state:
+            if write and self._leader is _BACKGROUND and self._wake_fds \
+                    and not self._interrupted:
+                self._interrupted = True
+                os.write(self._wake_w, b"x")
+        try:
+            self._idle.release()
+        except RuntimeError:  # already woken
+            pass
+
+    def _flush(self) -> None:
+        if cooperative_hub() is not None:
+            self._flush_green()
+            return
+        with self._send_mutex:
+            self._write_queue()
+
+    def _flush_green(self) -> None:
+        """Write the queue without blocking the hub's thread; what the socket
+        does not take now is left to the background thread."""
+        if not self._queue:
+            return
+        if not self._send_mutex.acquire(False):
+            self._poke_background(write=True)  # the writer may have ended its pass
+            return
+        try:
+            self._write_queue_nowait()
+        finally:
+            self._send_mutex.release()
+        if self._queue:
+            self._poke_background(write=True)
+
+    # ------------------------------------------------------------ threads
 
     def _wait(self, me: _Follower, deadline: Optional[float],
               interruptible: bool = False) -> None:
@@ -284,6 +439,11 @@ class ThreadedSession(Session):
             self._released_at = _monotonic()
             if self._followers:
                 self._wake_next_locked()
+            elif self._green_waiting:
+                try:
+                    self._idle.release()  # greenlets wait: the background thread reads now
+                except RuntimeError:
+                    pass
 
     def _lead(self, me: _Follower, deadline: Optional[float],
               interruptible: bool = False) -> None:
@@ -298,7 +458,7 @@ class ThreadedSession(Session):
                     return
                 wake = self._wake_r if interruptible and self._wake_fds else None
                 try:
-                    ready, _, _ = select.select([sock] if wake is None else [sock, wake],
+                    ready, _, _ = _select([sock] if wake is None else [sock, wake],
                                                 [], [], remaining)
                 except (OSError, ValueError):  # closed under us: the loop sees it
                     return
@@ -349,10 +509,12 @@ class ThreadedSession(Session):
         while not self._lost_done:
             with self._state:
                 busy = self._leader is not None or bool(self._followers)
-                idle = not busy and _monotonic() - self._released_at >= GRACE
+                wanted = self._green_waiting > 0 or self._urgent
+                idle = not busy and (wanted or _monotonic() - self._released_at >= GRACE)
                 if idle:
                     self._leader, self._leader_thread = _BACKGROUND, _get_ident()
                     self._interrupted = False
+                    self._urgent = False
             if self._queue:
                 self._flush()  # calls held back while others were in flight
             if not idle:
@@ -371,7 +533,7 @@ class ThreadedSession(Session):
     def _read_until_wanted(self) -> None:
         sock, wake = self.sock, self._wake_r
         while not self._lost_done:
-            ready, _, _ = select.select([sock, wake], [], [])
+            ready, _, _ = _select([sock, wake], [], [])
             if wake in ready:
                 os.read(wake, 64)
                 return
@@ -381,7 +543,15 @@ class ThreadedSession(Session):
                 return
 
     def _kick(self) -> None:
-        self._try_flush()
+        if cooperative_hub() is None:
+            self._try_flush()
+            return
+        if self._lock.acquire(False):
+            try:
+                self._enqueue_locked()
+            finally:
+                self._lock.release()
+        self._flush_green()
 
     def _closed_socket(self) -> None:
         self._dispatcher.close()

@@ -7,8 +7,11 @@ sockets, and turns OS errors into :class:`~syncpb.errors.ConnectionFailed`
 with the original error as ``__cause__`` — the boundary where OS errors
 become syncpb errors.
 
-The socket module is a parameter so the same code opens plain blocking
-sockets for threads and cooperative ones for gevent.
+Client sockets are always the standard library's own (never a
+monkey-patched or gevent socket), so any thread may use them. Inside a
+running gevent hub the connect itself is made cooperatively (only the
+calling greenlet waits) and the connected descriptor is then handed to a
+standard socket.
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from __future__ import annotations
 import os
 import socket as stdlib_socket
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Optional, Tuple, Union
 
 from .errors import ConnectionFailed
+from .waiting import real
 
 __all__ = ["Address", "parse_address", "open_stream", "bind_listener"]
 
@@ -95,28 +98,75 @@ def parse_address(address: AddressLike) -> Address:
 
 
 def open_stream(address: Address, timeout: Optional[float],
-                socket_module: ModuleType = stdlib_socket) -> Any:
+                cooperative: bool = False) -> stdlib_socket.socket:
     """Connect a stream socket to ``address`` and return it in blocking mode.
+
+    Args:
+        address: where to connect.
+        timeout: seconds allowed for the connect (None: the OS's limit).
+        cooperative: connect with gevent's sockets (the caller is a
+            greenlet in a running hub, and only it waits).
+
+    Returns:
+        A standard library socket (not a gevent one), in blocking mode.
 
     Raises:
         ConnectionFailed: the connection could not be made in time.
     """
     try:
-        if address.scheme == "unix":
-            sock = socket_module.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-            try:
-                sock.settimeout(timeout)
-                sock.connect(address.host)
-            except BaseException:
-                sock.close()
-                raise
+        if cooperative:
+            sock = _connect_cooperatively(address, timeout)
         else:
-            sock = socket_module.create_connection((address.host, address.port), timeout)
+            sock = _connect(address, timeout)
+        if address.scheme != "unix":
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         sock.settimeout(None)
         return sock
     except OSError as exc:
         raise ConnectionFailed(f"cannot connect to {address}: {exc}") from exc
+
+
+def _connect(address: Address, timeout: Optional[float]) -> stdlib_socket.socket:
+    """Connect with the standard library's own socket class and resolver
+    (as they were before any monkey-patching)."""
+    socket_class = real("socket", "socket")
+    if address.scheme == "unix":
+        targets = [(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM, 0, address.host)]
+    else:
+        getaddrinfo = real("socket", "getaddrinfo")
+        targets = [(family, kind, proto, sockaddr) for family, kind, proto, _, sockaddr
+                   in getaddrinfo(address.host, address.port, 0, stdlib_socket.SOCK_STREAM)]
+    error: Optional[OSError] = None
+    for family, kind, proto, sockaddr in targets:
+        sock = socket_class(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock  # type: ignore[no-any-return]
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error if error is not None else OSError(f"no address found for {address}")
+
+
+def _connect_cooperatively(address: Address,
+                           timeout: Optional[float]) -> stdlib_socket.socket:
+    """Connect with gevent's sockets, then hand the descriptor to a standard
+    socket (so that plain threads may use the connection too)."""
+    import gevent.socket
+    if address.scheme == "unix":
+        green = gevent.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+        try:
+            green.settimeout(timeout)
+            green.connect(address.host)
+        except BaseException:
+            green.close()
+            raise
+    else:
+        green = gevent.socket.create_connection((address.host, address.port), timeout)
+    family, kind, proto = green.family, green.type, green.proto
+    return real("socket", "socket")(family, kind, proto,  # type: ignore[no-any-return]
+                                    fileno=green.detach())
 
 
 def bind_listener(address: Address, backlog: int = 128) -> Tuple[stdlib_socket.socket, Address]:

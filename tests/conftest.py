@@ -62,3 +62,4 @@ def connect():
     yield open_connection
     for conn in connections:
         conn.close()
+from pgserver import postgres_db, postgres_server  # noqa: F401

@@ -481,14 +481,14 @@ def test_blocking_proxy_call_raises_instead_of_hanging(caplog, capfd, hub_errors
 
 
 def test_client_call_from_gevent_fails_when_the_server_is_hostile(capfd, hub_errors):
-    """The same, with a greenlet-driven connection (a hub in the calling thread)."""
+    """The same, called from a greenlet (a hub in the calling thread)."""
     outcome: dict = {}
 
     def in_hub_thread():
         hub = gevent.hub.get_hub()
         try:
             conn = syncpb.connect(hostile.address, timeout=WAIT)
-            outcome["green"] = type(conn._session).__name__
+            outcome["mode"] = syncpb.wait_mode()
             d = conn.root.callRemote("add", 1, 2)
             try:
                 d.result(timeout=WAIT)
@@ -514,7 +514,7 @@ def test_client_call_from_gevent_fails_when_the_server_is_hostile(capfd, hub_err
         thread.join(3 * WAIT)
         assert not thread.is_alive()
         assert hostile.join() == []
-    assert outcome["green"] == "GreenSession"
+    assert outcome["mode"] == "greenlet"
     assert isinstance(outcome["error"], syncpb.ConnectionLost), outcome
     assert outcome["closed"] is True
     assert_clean(hub_errors, capfd)

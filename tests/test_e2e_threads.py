@@ -106,7 +106,6 @@ PLAIN_SCRIPT = textwrap.dedent("""
     import json, socket, sys, threading
 
     import syncpb
-    from syncpb.session import gevent_active
 
     class Calculator(syncpb.Root):
         def remote_calculate(self, a, b):
@@ -134,7 +133,7 @@ PLAIN_SCRIPT = textwrap.dedent("""
         "socket_class": socket.socket.__module__ + "." + socket.socket.__name__,
         "lock_module": type(threading.Lock()).__module__,
         "main_thread_hub": get_hub_if_exists() is not None,
-        "gevent_active_in_main": gevent_active(),
+        "wait_mode_in_main": syncpb.wait_mode(),
         "gevent_socket_in_sys_modules_socket": "gevent" in repr(sys.modules["socket"]),
         "connection_closed": conn.closed,
     }
@@ -151,7 +150,7 @@ def test_a_plain_script_without_monkey_patching(tmp_path):
     assert report["socket_class"] == "socket.socket"
     assert report["lock_module"] == "_thread"
     assert report["main_thread_hub"] is False        # the client never made a hub here
-    assert report["gevent_active_in_main"] is False  # so it took the plain-threads path
+    assert report["wait_mode_in_main"] == "thread"   # so calls here block the thread
     assert report["gevent_socket_in_sys_modules_socket"] is False
     assert report["connection_closed"] is True
 
