@@ -35,7 +35,6 @@ A callable run by a pool's own worker that uses the same pool runs inline
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import os
 import time
@@ -44,11 +43,11 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 from syncpb.deferred import Deferred
 from syncpb.errors import PoolClosed, PoolSaturated
 from syncpb.failure import Failure
-from syncpb.session import OSThread
+from syncpb.session import BLOCKING_ATTRIBUTE, OSThread
 from syncpb.waiting import Wakeup, call_soon_in, cooperative_hub, real
 
 __all__ = ["ThreadPool", "default_pool", "set_default_pool", "deferToThread",
-           "run_in_thread", "blocking", "BLOCKING_ATTRIBUTE"]
+           "run_in_thread", "blocking"]
 
 log = logging.getLogger("syncpb")
 
@@ -60,8 +59,6 @@ T = TypeVar("T")
 _Deliver = Callable[[bool, Any], None]
 _Task = Tuple[Callable[..., Any], tuple, dict, _Deliver]
 
-#: The attribute :func:`blocking` sets on a method (the server looks for it).
-BLOCKING_ATTRIBUTE = "syncpb_blocking"
 
 
 def default_size() -> int:
@@ -103,6 +100,7 @@ class ThreadPool:
         self._queue = _SimpleQueue()
         self._queued = 0      # submitted, not yet taken by a thread
         self._running = 0     # taken by a thread, not finished
+        self._delivering = 0  # finished, the result not yet handed to its caller
         self._idle = 0        # threads waiting for work
         self._threads: List[OSThread] = []
         self._room_waiters: List[Wakeup] = []
@@ -157,7 +155,7 @@ class ThreadPool:
         hub = cooperative_hub()
 
         def fire(ok: bool, value: Any) -> None:
-            call_soon_in(hub, d.callback if ok else d.errback, value)
+            call_soon_in(hub, self._fire, d, ok, value)
 
         self._put((function, args, kwargs, fire))
         return d
@@ -179,6 +177,7 @@ class ThreadPool:
         def deliver(ok: bool, value: Any) -> None:
             box.append((ok, value))
             wakeup.set()
+            self._delivered()
 
         self._put((function, args, kwargs, deliver))
         wakeup.wait()
@@ -247,21 +246,37 @@ class ThreadPool:
             del function, args, kwargs, task
             with self._lock:  # room for one more before the caller hears back
                 self._running -= 1
+                self._delivering += 1
                 room = self._room_waiters.pop(0) if self._room_waiters else None
             if room is not None:
                 room.set()
             try:
-                deliver(*outcome)
+                deliver(*outcome)  # calls _delivered() once the caller has it
             except Exception:
                 log.exception("could not deliver a thread-pool result")
+                self._delivered()
             del outcome, deliver
-            with self._lock:
-                drained = self._finished_locked()
-            for wakeup in drained:
-                wakeup.set()
+
+    def _fire(self, d: Deferred, ok: bool, value: Any) -> None:
+        """Fire a :meth:`submit` Deferred (in the submitter's hub)."""
+        try:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+        finally:
+            self._delivered()
+
+    def _delivered(self) -> None:
+        """A result reached its caller; :meth:`stop` may be waiting for the last."""
+        with self._lock:
+            self._delivering -= 1
+            drained = self._finished_locked()
+        for wakeup in drained:
+            wakeup.set()
 
     def _finished_locked(self) -> List[Wakeup]:
-        if self._queued or self._running:
+        if self._queued or self._running or self._delivering:
             return []
         drained, self._drained = self._drained, []
         return drained
@@ -281,7 +296,7 @@ class ThreadPool:
             self._closed = True
             room, self._room_waiters = self._room_waiters, []
             self._drained.append(wakeup)
-            idle_now = not (self._queued or self._running)
+            idle_now = not (self._queued or self._running or self._delivering)
         for waiter in room:
             waiter.set()  # they see the pool closed
         drained = idle_now or wakeup.wait(timeout)
@@ -340,11 +355,8 @@ def blocking(method: Callable[..., T]) -> Callable[..., T]:
     """Mark a ``remote_``/``perspective_``/``view_`` method to run in the
     server's thread pool (its own, or the default one) instead of the hub.
 
-    Called directly (not through PB), the method runs as it is.
+    The method itself is returned, only marked: called directly (not
+    through PB) it runs as it is.
     """
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return method(*args, **kwargs)
-
-    setattr(wrapper, BLOCKING_ATTRIBUTE, True)
-    return wrapper
+    setattr(method, BLOCKING_ATTRIBUTE, True)
+    return method

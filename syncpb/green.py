@@ -11,7 +11,7 @@ from typing import Any, Deque, Dict
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
-from .session import RECV_SIZE, Session, _get_ident, real
+from .session import RECV_SIZE, Session, _get_ident, is_blocking, real
 
 __all__ = ["GreenSession"]
 
@@ -181,12 +181,16 @@ class GreenSession(Session):
         the batch (:meth:`Session.run_call` written out for the usual call
         that returns a plain value at once)."""
         calls, lock, broker, queue = self._calls, self._lock, self.broker, self._queue
+        offload = self.offload
         self._batching = True
         try:
             while calls and self._reader is me:
                 call = calls.popleft()
                 try:
-                    result = call.method(*call.args, **call.kwargs)
+                    if offload is not None and (offload.everything or is_blocking(call.method)):
+                        result = offload.submit(call.method, call.args, call.kwargs)
+                    else:
+                        result = call.method(*call.args, **call.kwargs)
                 except BaseException as exc:
                     self._log_failure(call, exc)
                     self._reply(call, exc, False)

@@ -11,7 +11,11 @@ accepted connection gets a greenlet that reads it and a
 greenlet of its own, so a method that waits (on a gevent socket,
 ``gevent.sleep``, or a Deferred it returned) never stalls other calls on
 the same or other connections. Methods that block in ordinary, non-gevent
-code stall the hub: run those through a thread pool.
+code would stall the hub, so they run in a thread pool: those marked with
+:func:`syncpb.adapters.blocking`, or every method with
+``blocking_methods=True``. The pool is the server's own (``pool=``), which
+:meth:`Server.stop` drains and closes, or else ``syncpb.adapters``'
+process-wide one, reached only when such a method is first called.
 
 Listening sockets are bound in the caller's thread by :meth:`listen`, so
 the bound address (port 0 resolved) is known at once, even before serving.
@@ -20,14 +24,16 @@ the bound address (port 0 resolved) is known at once, even before serving.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket as stdlib_socket
-from typing import Any, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .broker import Broker, Limits
 from .errors import SyncPBError
 from .copyable import UnjellyableRegistry
+from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
 from .green import GreenSession
 from .session import OSFlag, OSThread, _get_ident
@@ -36,6 +42,20 @@ from .transport import Address, AddressLike, bind_listener, parse_address
 __all__ = ["Server"]
 
 log = logging.getLogger("syncpb")
+
+
+class _Offload:
+    """Runs the server's blocking methods in its thread pool."""
+
+    def __init__(self, pool: Any, everything: bool) -> None:
+        self.pool = pool
+        self.everything = everything
+
+    def submit(self, method: Any, args: tuple, kwargs: Dict[str, Any]) -> Deferred:
+        pool = self.pool
+        if pool is None:  # the process-wide pool: syncpb.adapters is the one place for pools
+            pool = importlib.import_module("syncpb.adapters").default_pool()
+        return pool.submit(method, *args, **kwargs)  # type: ignore[no-any-return]
 
 
 class Server:
@@ -50,12 +70,22 @@ class Server:
             (default: the process-wide one, or ``security``'s).
         limits: per-connection limits (Twisted's defaults).
         unsafe_tracebacks: send full tracebacks of failing methods to peers.
+        pool: the :class:`syncpb.adapters.ThreadPool` that blocking methods
+            run in; the server owns it, and :meth:`stop` drains and stops
+            it. Default: the process-wide pool (never stopped by a server).
+        blocking_methods: run every remote method in the pool, not only
+            those marked with :func:`syncpb.adapters.blocking` (for code
+            that is not gevent-safe).
     """
 
     def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
                  limits: Limits = Limits(), unsafe_tracebacks: bool = False,
-                 registry: Optional[UnjellyableRegistry] = None) -> None:
+                 registry: Optional[UnjellyableRegistry] = None,
+                 pool: Any = None, blocking_methods: bool = False) -> None:
         self.root = root
+        self.pool = pool
+        self._offload = _Offload(pool, blocking_methods)
+        self._stop_timeout: Optional[float] = 10.0
         self.security = with_registry(security, registry)
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
@@ -144,14 +174,20 @@ class Server:
 
         Safe from any thread, before, during or after serving. Waits up to
         ``timeout`` for :meth:`serve_forever` (in whatever thread it runs)
-        to finish, unless called from inside the server itself.
+        to finish, unless called from inside the server itself. The
+        server's own pool (``pool=``) first gets up to ``timeout`` to
+        finish the calls it runs, whose answers still go out; then it
+        refuses new work with :class:`~syncpb.errors.PoolClosed`.
         """
+        self._stop_timeout = timeout
         self._stop_requested.set()
         stopping, finished = self._stopping, self._finished
         if stopping is not None:
             self._call_in_hub(stopping.set)
         elif finished is None:  # never served: just release the listeners
             self._close_listeners()
+            if self.pool is not None:
+                self.pool.stop(timeout)
         if finished is not None and self._hub_thread != _get_ident():
             finished.wait(timeout)
 
@@ -193,6 +229,7 @@ class Server:
                         unsafe_tracebacks=self.unsafe_tracebacks)
         import gevent.event
         session = GreenSession(sock, broker, str(peer or "unix peer"))
+        session.offload = self._offload
         ended = gevent.event.Event()
         self._sessions.add(session)
         session.notify_on_disconnect(lambda: (self._sessions.discard(session),
@@ -218,6 +255,8 @@ class Server:
 
     def _shutdown(self) -> None:
         self._close_listeners()
+        if self.pool is not None:  # its calls finish and answer; it refuses new ones
+            self.pool.stop(self._stop_timeout)
         for session in list(self._sessions):
             session.close("server stopping")
         self._sessions.clear()

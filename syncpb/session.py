@@ -41,13 +41,28 @@ from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .waiting import real
 
-__all__ = ["Session", "OSThread", "OSFlag", "real"]
+__all__ = ["Session", "OSThread", "OSFlag", "real", "BLOCKING_ATTRIBUTE", "is_blocking"]
 
 log = logging.getLogger("syncpb")
 # Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
 # on every recv, which costs more than the whole rest of a small call.
 RECV_SIZE = 64 * 1024
 _DONTWAIT = stdlib_socket.MSG_DONTWAIT
+
+
+#: The attribute :func:`syncpb.adapters.blocking` sets on a method that must
+#: run in a thread pool rather than in the hub.
+BLOCKING_ATTRIBUTE = "syncpb_blocking"
+
+
+def is_blocking(method: Any) -> bool:
+    """True when ``method`` (bound, or a view's ``functools.partial``) was
+    marked with :func:`syncpb.adapters.blocking`."""
+    func = getattr(method, "__func__", None)
+    if func is None:
+        inner = getattr(method, "func", None)  # functools.partial: a view_ method
+        func = getattr(inner, "__func__", inner)
+    return BLOCKING_ATTRIBUTE in getattr(func, "__dict__", ())
 
 
 _allocate_lock = real("_thread", "allocate_lock")
@@ -196,6 +211,10 @@ class Session:
     waiter: Any = None
     #: Default timeout (seconds) of blocking proxy calls; None waits for ever.
     call_timeout: Optional[float] = None
+    #: Where incoming calls that must not run in the hub go: an object with
+    #: ``everything`` (bool) and ``submit(method, args, kwargs) -> Deferred``
+    #: (the server's thread pool); None runs every call where it arrives.
+    offload: Any = None
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self.sock = sock
@@ -447,8 +466,12 @@ class Session:
 
     def run_call(self, call: CallReceived) -> None:
         """Run an incoming call and send its answer (the dispatchers' job)."""
+        offload = self.offload
         try:
-            result = call.method(*call.args, **call.kwargs)
+            if offload is not None and (offload.everything or is_blocking(call.method)):
+                result = offload.submit(call.method, call.args, call.kwargs)
+            else:
+                result = call.method(*call.args, **call.kwargs)
         except BaseException as exc:
             self._log_failure(call, exc)
             self._reply(call, exc, False)

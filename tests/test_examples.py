@@ -46,3 +46,19 @@ def test_pbecho_demo_logs_in_echoes_and_logs_out():
     assert "guest logged out" in out  # the realm's logout ran when the client left
     assert "login refused for b'guest' from ('127.0.0.1'" in result.stderr  # logged
     assert out.rstrip().endswith("server stopped")
+
+
+def test_dbapi_demo_stores_looks_up_and_rolls_back():
+    result = subprocess.run([sys.executable, str(EXAMPLES / "dbapi" / "demo.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "stored 100 keys; key-042 -> value-42, key-999 -> None" in out
+    assert "count (callback style): 100 keys" in out
+    assert "8 threads x 50 lookups: 400 answers, all correct" in out
+    assert "transfer key-001 -> moved: moved = value-1" in out
+    assert ("transfer moved -> key-002 rolled back: "
+            "sqlite3.IntegrityError: UNIQUE constraint failed: kv.key") in out
+    assert "nothing changed: moved = value-1, key-002 = value-2, 100 keys" in out
+    assert "checksum (in the server's thread pool): 100 rows, sha256 98239d6632d26f4a" in out
+    assert out.rstrip().endswith("server stopped")
