@@ -43,7 +43,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 from syncpb.deferred import Deferred
 from syncpb.errors import PoolClosed, PoolSaturated
 from syncpb.failure import Failure
-from syncpb.session import BLOCKING_ATTRIBUTE, OSThread
+from syncpb.session import BLOCKING_ATTRIBUTE, MARKS, OSThread
 from syncpb.waiting import Wakeup, call_soon_in, cooperative_hub, real
 
 __all__ = ["ThreadPool", "default_pool", "set_default_pool", "deferToThread",
@@ -359,4 +359,5 @@ def blocking(method: Callable[..., T]) -> Callable[..., T]:
     through PB) it runs as it is.
     """
     setattr(method, BLOCKING_ATTRIBUTE, True)
+    MARKS.used = True
     return method

@@ -209,5 +209,9 @@ class GreenSession(Session):
         finally:
             if self._reader is me:
                 self._batching = False
-        if queue and self._reader is me:
-            self._write_or_hand_off()
+        if queue and self._reader is me and not self._draining:
+            with self._send_mutex:  # _write_or_hand_off() written out
+                self._write_queue_nowait()
+            if queue and not self._lost_done:
+                self._draining = True
+                self._gevent.spawn_raw(self._drain)

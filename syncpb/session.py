@@ -41,7 +41,7 @@ from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .waiting import real
 
-__all__ = ["Session", "OSThread", "OSFlag", "real", "BLOCKING_ATTRIBUTE", "is_blocking"]
+__all__ = ["Session", "OSThread", "OSFlag", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
 log = logging.getLogger("syncpb")
 # Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
@@ -55,9 +55,21 @@ _DONTWAIT = stdlib_socket.MSG_DONTWAIT
 BLOCKING_ATTRIBUTE = "syncpb_blocking"
 
 
+class _Marks:
+    """Whether anything in this process was ever marked blocking: until then
+    the per-call check costs one attribute read."""
+
+    used = False
+
+
+MARKS = _Marks()
+
+
 def is_blocking(method: Any) -> bool:
     """True when ``method`` (bound, or a view's ``functools.partial``) was
     marked with :func:`syncpb.adapters.blocking`."""
+    if not MARKS.used:
+        return False
     func = getattr(method, "__func__", None)
     if func is None:
         inner = getattr(method, "func", None)  # functools.partial: a view_ method

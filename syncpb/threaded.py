@@ -48,6 +48,7 @@ own greenlets.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -68,6 +69,7 @@ GRACE = 0.002
 MAX_NAP = 0.005
 _monotonic = time.monotonic
 _select = real("select", "select")
+_modules = sys.modules
 
 
 class _Follower:
@@ -264,7 +266,7 @@ class ThreadedSession(Session):
             the remote exception, CallTimeout, ConnectionLost,
             DeadReferenceError, or the local error of an unsendable argument.
         """
-        if cooperative_hub() is not None:
+        if "gevent._hub_local" in _modules and cooperative_hub() is not None:
             return self._call_blocking_green(oid, name, args, kwargs, timeout)
         slot = _Follower()
         send_mutex = self._send_mutex
@@ -305,6 +307,8 @@ class ThreadedSession(Session):
             state.release()
         if not slot.done:
             self._wait(slot, deadline)
+        elif slot.ok:  # the usual case, written out
+            return slot.value
         return self._outcome(slot, request_id, name, timeout)
 
     def _outcome(self, slot: Any, request_id: int, name: str, timeout: Optional[float]) -> Any:
