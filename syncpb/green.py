@@ -1,7 +1,8 @@
 """A session driven by gevent (layer L4): inline calls, hand-off when one waits.
 
-Used by the server for every connection and by ``connect()`` inside a
-gevent program. See :class:`GreenSession` for how calls run.
+Used by the server for every connection (client connections are
+:class:`~syncpb.threaded.ThreadedSession`, whoever makes them). See
+:class:`GreenSession` for how calls run.
 """
 
 from __future__ import annotations

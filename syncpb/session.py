@@ -14,8 +14,9 @@ the broker produces:
   messages were encoded is the order they go out (a ``decref`` can never
   overtake the message that still names the object).
 * **Reading** is the subclass's policy: :class:`~syncpb.green.GreenSession`
-  has a reader greenlet; :class:`~syncpb.threaded.ThreadedSession` lets
-  waiting callers take turns reading. Both hand received bytes to :meth:`Session.feed`.
+  (the server's) has a reader greenlet; :class:`~syncpb.threaded.ThreadedSession`
+  (every client connection) lets waiting threads take turns reading, while
+  greenlets only wait. Both hand received bytes to :meth:`Session.feed`.
 * **Incoming calls** go to :meth:`Session._dispatch` (a greenlet per call,
   or the ordered thread dispatcher) and run :meth:`Session.run_call`; a
   method may return a Deferred, answered when it fires (from any thread).

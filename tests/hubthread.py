@@ -1,7 +1,8 @@
 """Run a scenario as a gevent program: in its own OS thread with its own hub.
 
-A hub left in the test runner's main thread would make every later
-``connect()`` there greenlet-driven, so gevent scenarios never run in it.
+A hub left in the test runner's main thread would make every later blocking
+call there wait as a greenlet (see ``syncpb.wait_mode()``), so gevent
+scenarios never run in it.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import gevent
 def run_in_gevent_thread(scenario, timeout=30):
     """Run ``scenario()`` in a new OS thread that owns a gevent hub.
 
-    The hub is created before the scenario runs, so connect() there makes a
-    greenlet-driven connection. Returns the scenario's result.
+    The hub is created before the scenario runs, so blocking calls made
+    there block only their greenlet. Returns the scenario's result.
     """
     outcome = {}
 

@@ -599,7 +599,7 @@ def run_in_gevent_thread(function, timeout):
     """Run ``function`` in a greenlet of a fresh hub in a new OS thread.
 
     A separate thread keeps the hub out of the test process's main thread
-    (where syncpb would otherwise choose green connections from then on).
+    (where blocking calls would otherwise wait as greenlets from then on).
     """
     box = {}
 
@@ -632,8 +632,8 @@ def test_gevent_client(twisted_server):
         with syncpb.connect(twisted_server, timeout=WAIT) as connection:
             root = connection.root
 
-            # A blocking call blocks only its own greenlet (with a threaded
-            # connection, slow() would hold up the whole hub: order reversed).
+            # A blocking call blocks only its own greenlet (if it blocked the
+            # thread, slow() would hold up the whole hub: order reversed).
             order = []
 
             def slow():
@@ -682,9 +682,9 @@ def test_gevent_client(twisted_server):
 
 
 def test_gevent_client_decref_before_next_call(twisted_server):
-    """A green connection flushes dropped proxies' decrefs lazily (in a hub
-    callback); they must still go out before the next call, not after it
-    (regression: fixed in cc5bbe6, "decrefs were written after the next call")."""
+    """Dropped proxies' decrefs, released in a greenlet, must go out before
+    the next call, not after it (regression: fixed in cc5bbe6, "decrefs were
+    written after the next call")."""
 
     def scenario():
         with syncpb.connect(twisted_server, timeout=WAIT) as connection:
