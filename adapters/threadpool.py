@@ -176,8 +176,8 @@ class ThreadPool:
 
         def deliver(ok: bool, value: Any) -> None:
             box.append((ok, value))
+            self._delivered()  # the result is the caller's now
             wakeup.set()
-            self._delivered()
 
         self._put((function, args, kwargs, deliver))
         wakeup.wait()
@@ -264,6 +264,8 @@ class ThreadPool:
                 d.callback(value)
             else:
                 d.errback(value)
+        except Exception:  # e.g. the caller fired it already (AlreadyCalledError)
+            log.exception("could not deliver a thread-pool result")
         finally:
             self._delivered()
 
