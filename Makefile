@@ -42,9 +42,11 @@ system-deps:
 test: system-deps $(VENV)/.test
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.bench
+bench: system-deps $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py --rounds 5
 	$(BIN)/python benchmarks/decoding.py
+	$(BIN)/python benchmarks/responsiveness.py
+	$(BIN)/python benchmarks/pool_handoff.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

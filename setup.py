@@ -38,6 +38,7 @@ setup(
             "twisted>=24.3",
             "Pyro5>=5.15",
             "msgpack>=1.0",
+            "psycopg[binary]>=3.1",
         ],
     },
     classifiers=[
