@@ -339,3 +339,15 @@ def test_callbacks_of_a_greenlets_call_run_in_its_hub(address):
 
     (value, fired_in), hub_thread = run_in_gevent_thread(scenario)
     assert (value, fired_in) == (42, hub_thread)
+
+
+def test_a_unix_socket_connection_from_a_greenlet(server_factory):
+    _, address = server_factory(Service(), unix=True)
+
+    def scenario():
+        with syncpb.connect(address, timeout=WAIT, call_timeout=WAIT) as conn:
+            greenlets = [gevent.spawn(conn.root.add, i, 1) for i in range(10)]
+            gevent.joinall(greenlets, timeout=WAIT, raise_error=True)
+            return [g.value for g in greenlets]
+
+    assert run_in_gevent_thread(scenario) == [i + 1 for i in range(10)]
