@@ -239,7 +239,7 @@ class Session:
         #: gevent's non-blocking socket under a cooperative one, for direct sends
         self._raw_sock: Any = getattr(sock, "_sock", None)
         self._lock = _allocate_lock()
-        self._pending: Dict[int, Deferred] = {}
+        self._pending: Dict[int, Any] = {}  # Deferreds, or anything with callback/errback
         self._queue: Deque[bytes] = collections.deque()
         self._lost_done = False
         self._disconnect_callbacks: List[Callable[[], Any]] = []
