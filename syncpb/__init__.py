@@ -22,11 +22,13 @@ from .client import Connection, connect
 from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_registry,
                        setUnjellyableFactoryForClass, setUnjellyableForClass)
 from .deferred import Deferred, fail, gather, maybe_deferred, succeed
-from .errors import (AlreadyCalledError, BananaError, CallTimeout, ConnectionFailed,
+from .errors import (AlreadyCalledError, BananaError, CallTimeout, CertificateExpired,
+                     CertificateUntrusted, ClientCertificateRequired, ConnectionFailed,
                      ConnectionLost, DatabaseConnectionLost, DatabaseError, DatabaseUnavailable,
-                     DeadReferenceError, Error, InsecureJelly, LoginFailed, NoSuchMethod,
-                     PoolClosed, PoolSaturated, ProtocolError, RemoteError, SyncPBError,
-                     Unauthorized, UnauthorizedLogin, UnhandledCredentials)
+                     DeadReferenceError, Error, HostnameMismatch, InsecureJelly, LoginFailed,
+                     NoSuchMethod, NotTLSPeer, PoolClosed, PoolSaturated, ProtocolError,
+                     RemoteError, SyncPBError, TLSError, Unauthorized, UnauthorizedLogin,
+                     UnhandledCredentials)
 from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
@@ -60,5 +62,7 @@ __all__ = [
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
     "CallTimeout", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
     "DatabaseError", "DatabaseConnectionLost", "DatabaseUnavailable",
+    "TLSError", "CertificateUntrusted", "CertificateExpired", "HostnameMismatch",
+    "ClientCertificateRequired", "NotTLSPeer",
     "Unauthorized", "LoginFailed", "UnauthorizedLogin", "UnhandledCredentials",
 ]

@@ -24,6 +24,12 @@ __all__ = [
     "InsecureJelly",
     "ConnectionLost",
     "ConnectionFailed",
+    "TLSError",
+    "CertificateUntrusted",
+    "CertificateExpired",
+    "HostnameMismatch",
+    "ClientCertificateRequired",
+    "NotTLSPeer",
     "DeadReferenceError",
     "RemoteError",
     "NoSuchMethod",
@@ -73,6 +79,31 @@ class ConnectionLost(SyncPBError):
 
 class ConnectionFailed(SyncPBError):
     """A connection could not be established (the OS error is ``__cause__``)."""
+
+
+class TLSError(ConnectionFailed):
+    """A TLS connection could not be established; the subclass says why and
+    the message gives the details (the OpenSSL error is ``__cause__``)."""
+
+
+class CertificateUntrusted(TLSError):
+    """The peer's certificate does not chain to a trusted CA."""
+
+
+class CertificateExpired(TLSError):
+    """The peer's certificate (or one in its chain) has expired or is not yet valid."""
+
+
+class HostnameMismatch(TLSError):
+    """The server's certificate is valid but not for the name we connected to."""
+
+
+class ClientCertificateRequired(TLSError):
+    """The server requires a client certificate and got none (or refused ours)."""
+
+
+class NotTLSPeer(TLSError):
+    """The peer does not speak TLS (a plain PB port, for instance)."""
 
 
 class DeadReferenceError(SyncPBError):
