@@ -34,6 +34,7 @@ from .flavors import Avatar, Referenceable, Root, Viewable
 from .jelly import SecurityOptions, Unpersistable
 from .reference import RemoteReference
 from .passwords import FilePasswordChecker, add_user
+from .peercheck import ClientCertificate, UnixPeer, UnixPeerChecker
 from .portal import (AllowAnonymousAccess, Anonymous, ChallengeResponse, InMemoryPasswordChecker,
                      IPerspective, Portal, UsernamePassword)
 from .server import Server
@@ -53,7 +54,7 @@ __all__ = [
     "util",
     # logins
     "Portal", "IPerspective", "InMemoryPasswordChecker", "FilePasswordChecker", "add_user",
-    "AllowAnonymousAccess",
+    "AllowAnonymousAccess", "UnixPeerChecker", "UnixPeer", "ClientCertificate",
     "ChallengeResponse", "UsernamePassword", "Anonymous",
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",

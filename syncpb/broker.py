@@ -137,7 +137,7 @@ class Broker(CacheProtocol):
                  "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
                  "_imports", "_waiting", "_incoming", "_max_incoming", "_message_head",
                  "_cachemessage_head", "_answer_head", "_empty_kwargs", "_call_targets",
-                 "peer", "on_abort", "__weakref__")
+                 "peer", "peer_info", "on_abort", "__weakref__")
 
     def __init__(self, root: Any = None, is_client: bool = False,
                  proxy_factory: Optional[ProxyFactory] = None,
@@ -151,6 +151,9 @@ class Broker(CacheProtocol):
         self.proxy_factory = proxy_factory or (lambda broker, record: record)
         #: Who the peer is, for log lines (the session sets it; "" when unknown).
         self.peer = ""
+        #: What the transport knows of the peer (a :class:`syncpb.transport.PeerInfo`:
+        #: its address, unix credentials, TLS certificate); set by the session.
+        self.peer_info: Any = None
         #: Called by :meth:`abort` (the session closes the connection).
         self.on_abort: Optional[Callable[[str], None]] = None
         self.released: Deque[Any] = collections.deque()  # ImportRecords and CacheRecords

@@ -23,7 +23,8 @@ from .passwords import check_params, derive_key
 from .portal import proof, respond
 from .reference import RemoteReference
 from .threaded import ThreadedSession
-from .transport import Address, AddressLike, open_stream, parse_address
+from .transport import Address, AddressLike, PeerInfo, open_stream, parse_address
+from .unixsocket import peer_credentials
 from .waiting import cooperative_hub
 
 __all__ = ["connect", "Connection"]
@@ -47,6 +48,13 @@ class Connection:
     def closed(self) -> bool:
         """True once the connection has ended, for whatever reason."""
         return self._session.closed
+
+    @property
+    def peer_info(self) -> PeerInfo:
+        """What the transport knows of the server: its address and, on a
+        unix socket, its pid/uid/gid (check ``peer_info.unix.uid`` to be sure
+        who you are talking to)."""
+        return self._session.broker.peer_info  # type: ignore[no-any-return]
 
     @property
     def broker(self) -> Broker:
@@ -154,6 +162,7 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
     sock = open_stream(target, timeout, cooperative=green)
     broker = Broker(is_client=True, security=security, limits=limits,
                     unsafe_tracebacks=unsafe_tracebacks)
+    broker.peer_info = PeerInfo(str(target), unix=peer_credentials(sock))
     session = ThreadedSession(sock, broker, str(target))
     session.call_timeout = call_timeout
     if green:

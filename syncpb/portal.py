@@ -44,6 +44,7 @@ from .deferred import Deferred, maybe_deferred
 from .errors import UnauthorizedLogin, UnhandledCredentials
 from .failure import Failure
 from .flavors import Referenceable, Root
+from .peercheck import ClientCertificate, UnixPeer, credentials_of
 
 __all__ = ["Portal", "IPerspective", "ChallengeResponse", "Anonymous", "UsernamePassword",
            "SaltedResponse", "InMemoryPasswordChecker", "AllowAnonymousAccess", "respond",
@@ -131,6 +132,8 @@ _INTERFACE_NAMES = {
     ChallengeResponse: "twisted.cred.credentials.IUsernameHashedPassword",
     UsernamePassword: "twisted.cred.credentials.IUsernamePassword",
     SaltedResponse: "syncpb salted login",
+    UnixPeer: "syncpb unix peer credentials",
+    ClientCertificate: "syncpb TLS client certificate",
 }
 
 
@@ -205,13 +208,28 @@ class Portal(Root):
     def rootObject(self, broker: Any) -> Referenceable:  # noqa: N802
         return _LoginRoot(self, broker)
 
+    def login_by_connection(self, peer_info: Any, mind: Any, *interfaces: Any) -> Deferred:
+        """An anonymous login: what the connection proves (a TLS client
+        certificate, then unix peer credentials) goes to the first checker
+        that handles it; with none, plain ``Anonymous`` credentials do."""
+        for credentials in credentials_of(peer_info):
+            if self._checker_for(credentials) is not None:
+                return self.login(credentials, mind, *interfaces)
+        return self.login(Anonymous(), mind, *interfaces)
+
+    def _checker_for(self, credentials: Any) -> Any:
+        for checker in self.checkers:
+            if isinstance(credentials, tuple(checker.credentialInterfaces)):
+                return checker
+        return None
+
     def login(self, credentials: Any, mind: Any, *interfaces: Any) -> Deferred:
         """A Deferred of ``(interface, avatar, logout)``; fails with
         UnauthorizedLogin or UnhandledCredentials."""
-        for checker in self.checkers:
-            if isinstance(credentials, tuple(checker.credentialInterfaces)):
-                d = maybe_deferred(checker.requestAvatarId, credentials)
-                return d.addCallback(self._request_avatar, mind, interfaces)
+        checker = self._checker_for(credentials)
+        if checker is not None:
+            d = maybe_deferred(checker.requestAvatarId, credentials)
+            return d.addCallback(self._request_avatar, mind, interfaces)
         name = _INTERFACE_NAMES.get(type(credentials), type(credentials).__qualname__)
         return maybe_deferred(_raise, UnhandledCredentials(f"No checker for {name}"))
 
@@ -327,7 +345,8 @@ class _LoginRoot(Referenceable):
                 _Challenger(self, username, challenge, SaltedResponse))
 
     def remote_loginAnonymous(self, mind: Any) -> Deferred:  # noqa: N802 - the PB method name
-        return self.logged_in(self.portal.login(Anonymous(), mind, IPerspective), None)
+        return self.logged_in(
+            self.portal.login_by_connection(self.broker.peer_info, mind, IPerspective), None)
 
     def logged_in(self, d: Deferred, username: Optional[bytes]) -> Deferred:
         """Wrap the avatar of a login; count and log a refusal."""

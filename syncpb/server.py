@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import socket as stdlib_socket
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -37,7 +36,8 @@ from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
 from .green import GreenSession
 from .session import OSFlag, OSThread, _get_ident
-from .transport import Address, AddressLike, bind_listener, parse_address
+from .transport import Address, AddressLike, PeerInfo, bind_listener, parse_address
+from .unixsocket import peer_credentials, unlink_unix
 
 __all__ = ["Server"]
 
@@ -89,7 +89,8 @@ class Server:
         self.security = with_registry(security, registry)
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
-        self._listeners: List[Tuple[stdlib_socket.socket, Address]] = []
+        self._listeners: List[Tuple[stdlib_socket.socket, Address,
+                                    Optional[Tuple[int, int]]]] = []
         self._servers: List[Any] = []
         self._sessions: Set[GreenSession] = set()
         self._hub: Any = None
@@ -106,20 +107,32 @@ class Server:
     @property
     def addresses(self) -> List[str]:
         """Every bound address, as strings ``connect()`` accepts."""
-        return [str(address) for _, address in self._listeners]
+        return [str(address) for _, address, _ in self._listeners]
 
     @property
     def connection_count(self) -> int:
         """Connections currently open."""
         return len(self._sessions)
 
-    def listen(self, address: AddressLike) -> str:
+    def listen(self, address: AddressLike, *, mode: Optional[int] = None) -> str:
         """Bind a listener; return its bound address (port 0 resolved).
 
-        May be called before or while serving, as often as needed.
+        May be called before or while serving, as often as needed; every
+        listener serves the same root.
+
+        Args:
+            address: ``tcp://host:port`` or ``unix:///path``.
+            mode: a unix socket file's permissions (default 0600: only this
+                user may connect). A dead server's socket file at the path
+                is replaced; a live server's socket, or anything that is not
+                a socket, is refused and left alone. The file is removed by
+                :meth:`stop`.
+
+        Raises:
+            ConnectionFailed: the address cannot be bound (the message says why).
         """
-        sock, bound = bind_listener(parse_address(address))
-        self._listeners.append((sock, bound))
+        sock, bound, identity = bind_listener(parse_address(address), mode=mode)
+        self._listeners.append((sock, bound, identity))
         if self._hub is not None:
             self._call_in_hub(self._serve_listener, sock)
         return str(bound)
@@ -145,7 +158,7 @@ class Server:
         if self._stop_requested.is_set():  # stop() came while we were setting up
             self._stopping.set()
         try:
-            for sock, _ in self._listeners:
+            for sock, _, _ in self._listeners:
                 self._serve_listener(sock)
             self._running.set()
             self._stopping.wait()
@@ -228,7 +241,9 @@ class Server:
         broker = Broker(root=self.root, security=security, limits=self.limits,
                         unsafe_tracebacks=self.unsafe_tracebacks)
         import gevent.event
-        session = GreenSession(sock, broker, str(peer or "unix peer"))
+        name = str(peer) if peer else "unix peer"
+        broker.peer_info = PeerInfo(name, unix=peer_credentials(sock))
+        session = GreenSession(sock, broker, name)
         session.offload = self._offload
         ended = gevent.event.Event()
         self._sessions.add(session)
@@ -244,13 +259,13 @@ class Server:
         for server in self._servers:
             server.close()
         self._servers = []
-        for sock, address in self._listeners:
+        for sock, address, identity in self._listeners:
             sock.close()
-            if address.scheme == "unix":
+            if identity is not None:  # only the socket file we made
                 try:
-                    os.unlink(address.host)
-                except OSError:
-                    pass
+                    unlink_unix(address.host, identity)
+                except OSError as exc:
+                    log.warning("could not remove unix socket %s: %s", address.host, exc)
         self._listeners = []
 
     def _shutdown(self) -> None:

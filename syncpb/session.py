@@ -236,6 +236,8 @@ class Session:
         self.closed = False
         self.ready = Deferred()
         self.ready._waiter = self.waiter
+        if not broker.is_client:  # nobody waits for a server's handshake: note its failure
+            self.ready.addErrback(self._closed_before_handshake)
         #: gevent's non-blocking socket under a cooperative one, for direct sends
         self._raw_sock: Any = getattr(sock, "_sock", None)
         self._lock = _allocate_lock()
@@ -471,6 +473,12 @@ class Session:
             self._lost("closed by peer", None)
             return None
         return data
+
+    def _closed_before_handshake(self, failure: Failure) -> None:
+        """A peer left before the PB handshake (a port probe, a health check,
+        a client that gave up): worth a line, not an error."""
+        log.info("PB connection %s ended before the handshake: %s", self.name,
+                 failure.getErrorMessage())
 
     def _internal_error(self, exc: Exception) -> None:
         """A bug of ours while handling this connection: log it, end only it."""

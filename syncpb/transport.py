@@ -16,15 +16,15 @@ standard socket.
 
 from __future__ import annotations
 
-import os
 import socket as stdlib_socket
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
 from .errors import ConnectionFailed
+from .unixsocket import UnixCredentials, bind_unix, check_path
 from .waiting import real
 
-__all__ = ["Address", "parse_address", "open_stream", "bind_listener"]
+__all__ = ["Address", "PeerInfo", "parse_address", "open_stream", "bind_listener"]
 
 AddressLike = Union[str, Tuple[str, int], "Address"]
 
@@ -60,6 +60,23 @@ class Address:
             return f"unix://{self.host}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What a connection's transport knows about the other end.
+
+    Attributes:
+        address: the peer's address as text (TCP host and port, or the
+            unix socket path).
+        unix: the peer's pid, uid and gid on a unix socket (``SO_PEERCRED``,
+            vouched for by the kernel), else None.
+        certificate: the peer's verified TLS certificate, else None.
+    """
+
+    address: str
+    unix: Optional[UnixCredentials] = None
+    certificate: Any = None
 
 
 def parse_address(address: AddressLike) -> Address:
@@ -131,6 +148,7 @@ def _connect(address: Address, timeout: Optional[float]) -> stdlib_socket.socket
     (as they were before any monkey-patching)."""
     socket_class = real("socket", "socket")
     if address.scheme == "unix":
+        check_path(address.host)
         targets = [(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM, 0, address.host)]
     else:
         getaddrinfo = real("socket", "getaddrinfo")
@@ -155,6 +173,7 @@ def _connect_cooperatively(address: Address,
     socket (so that plain threads may use the connection too)."""
     import gevent.socket
     if address.scheme == "unix":
+        check_path(address.host)
         green = gevent.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
         try:
             green.settimeout(timeout)
@@ -169,39 +188,31 @@ def _connect_cooperatively(address: Address,
                                     fileno=green.detach())
 
 
-def bind_listener(address: Address, backlog: int = 128) -> Tuple[stdlib_socket.socket, Address]:
-    """Bind and listen on ``address``; return the socket and the bound address.
+def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = None
+                  ) -> Tuple[stdlib_socket.socket, Address, Optional[Tuple[int, int]]]:
+    """Bind and listen on ``address``.
 
-    A stale unix socket file is replaced. Port 0 binds a free port, and the
-    returned address names it.
+    Port 0 binds a free port, and the returned address names it. A unix
+    socket is made as :func:`syncpb.unixsocket.bind_unix` says (mode 0600
+    unless ``mode`` is given; a dead server's socket replaced; a live one,
+    or anything that is not a socket, refused).
+
+    Returns:
+        The socket, the bound address, and for a unix socket the file's
+        identity (for :func:`syncpb.unixsocket.unlink_unix`), else None.
 
     Raises:
         ConnectionFailed: the address cannot be bound.
     """
+    if address.scheme == "unix":
+        sock, identity = bind_unix(address.host, mode, backlog)
+        return sock, address, identity
     sock = stdlib_socket.socket(address.family, stdlib_socket.SOCK_STREAM)
     try:
-        if address.scheme == "unix":
-            if os.path.exists(address.host) and _is_stale(address.host):
-                os.unlink(address.host)
-        else:
-            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
         sock.bind(address.sockaddr)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ConnectionFailed(f"cannot listen on {address}: {exc}") from exc
-    if address.scheme == "unix":
-        return sock, address
-    return sock, Address("tcp", address.host, sock.getsockname()[1])
-
-
-def _is_stale(path: str) -> bool:
-    """True when ``path`` is a unix socket nobody listens on."""
-    probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return True
-    finally:
-        probe.close()
-    return False
+    return sock, Address("tcp", address.host, sock.getsockname()[1]), None
