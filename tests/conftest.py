@@ -63,3 +63,4 @@ def connect():
     for conn in connections:
         conn.close()
 from pgserver import postgres_db, postgres_server  # noqa: F401
+from tlscerts import tls_material  # noqa: F401
