@@ -25,6 +25,7 @@ setup(
         "gevent>=23.9",
         "pyopenssl>=23.2",
         "cryptography>=41",
+        "service-identity>=24.1",
     ],
     extras_require={
         "test": [
