@@ -406,6 +406,11 @@ class Session:
             if sent < len(data):
                 queue.appendleft(memoryview(data)[sent:])  # type: ignore[arg-type]
                 return
+            if getattr(sock, "backlog", 0):
+                # a wrapping stream (TLS) took it all but still holds bytes to
+                # write: an empty piece makes the next blocking write flush them
+                queue.appendleft(b"")
+                return
 
     def _write(self, pieces: List[bytes]) -> bool:
         """Send ``pieces`` (send lock held); False if the connection ended."""
@@ -463,9 +468,14 @@ class Session:
             self._lost(f"protocol violation: {violation.error}", violation.error)
 
     def _recv(self, sock: Any) -> Optional[bytes]:
-        """Read once; None when the connection has ended (it is then torn down)."""
+        """Read once; None when the connection has ended (it is then torn
+        down); ``b""`` when what arrived carried no data for us yet (a
+        stream that wraps another, such as TLS, says so with
+        BlockingIOError)."""
         try:
             data = sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return b""
         except OSError as exc:
             self._lost(f"read failed: {exc}", exc)
             return None

@@ -477,6 +477,8 @@ class ThreadedSession(Session):
             data = self._recv(sock)  # the hot loop of a blocking call: one helper only
             if data is None:
                 return
+            if not data:
+                continue
             try:
                 self.feed(data)
             except Exception as exc:
@@ -487,6 +489,8 @@ class ThreadedSession(Session):
         data = self._recv(sock)
         if data is None:
             return False
+        if not data:
+            return True
         try:
             self.feed(data)
         except Exception as exc:  # a bug of ours ends this connection, not the caller

@@ -7,6 +7,32 @@ sockets, and turns OS errors into :class:`~syncpb.errors.ConnectionFailed`
 with the original error as ``__cause__`` — the boundary where OS errors
 become syncpb errors.
 
+The transport contract
+----------------------
+What a session (:mod:`syncpb.session`, the one place the broker meets a
+transport) needs of a connected stream is a subset of a socket's interface,
+so a plain TCP or unix socket (the standard library's, or gevent's on the
+server) *is* a transport, at no cost, and a stream that wraps another (TLS,
+in :mod:`syncpb.tls`) implements the same subset:
+
+* ``recv(size) -> bytes``: wait for data (the thread, or only the greenlet
+  on a gevent socket); ``b""`` at the end of the stream. A wrapping stream
+  whose input carried no data for us yet (a TLS record of its own) raises
+  ``BlockingIOError`` instead of waiting again.
+* ``send(data, flags) -> int``: with ``MSG_DONTWAIT``, take what can be
+  taken without waiting (0 when nothing). A wrapping stream may take
+  everything and still hold bytes to write (``backlog`` non-zero); the next
+  ``sendall`` writes them first, ``sendall(b"")`` only them.
+* ``sendall(data)``: wait until everything is written.
+* ``shutdown(how)``, ``close()``, ``fileno()`` (for ``select``), ``family``.
+* Optional: ``sendmsg`` (write several buffers at once) and gevent's
+  ``_sock`` (the non-blocking socket under a cooperative one, read and
+  written directly when data is already there).
+
+OS errors are ``OSError``; a wrapping stream raises its own errors as
+subclasses of :class:`~syncpb.errors.ConnectionFailed` (``TLSError``)
+during its handshake and ``OSError`` afterwards.
+
 Client sockets are always the standard library's own (never a
 monkey-patched or gevent socket), so any thread may use them. Inside a
 running gevent hub the connect itself is made cooperatively (only the
