@@ -12,7 +12,8 @@ monkey-patching.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+import importlib
+from typing import Any, Callable, Optional, Tuple, Union
 
 from .broker import Broker, Limits
 from .copyable import UnjellyableRegistry
@@ -136,12 +137,14 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
             security: Optional[SecurityOptions] = None, limits: Limits = Limits(),
             unsafe_tracebacks: bool = False,
             call_timeout: Optional[float] = None,
-            registry: Optional[UnjellyableRegistry] = None) -> Connection:
+            registry: Optional[UnjellyableRegistry] = None,
+            tls: Any = None) -> Connection:
     """Connect to a PB server and wait until it is ready for calls.
 
     Args:
-        address: ``"tcp://host:port"``, ``"unix:///path"`` or ``(host, port)``.
-        timeout: seconds allowed for connecting and the handshake.
+        address: ``"tcp://host:port"``, ``"unix:///path"``,
+            ``"tls://host:port"``, ``"tls+unix:///path"`` or ``(host, port)``.
+        timeout: seconds allowed for connecting and the handshakes (TLS and PB).
         security: the allow-list for what this connection may decode.
         limits: per-connection limits (Twisted's defaults).
         unsafe_tracebacks: send full tracebacks when our methods fail.
@@ -150,29 +153,65 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
             default) waits for ever. Deferreds are not affected.
         registry: the copy-tag registry this connection builds received
             copies with (default: the process-wide one, or ``security``'s).
+        tls: for a ``tls://`` or ``tls+unix://`` address, the
+            :func:`syncpb.tls.client_context` (default: verify the server
+            against the system's CAs).
 
     Raises:
+        TLSError: (a subclass, also a ConnectionFailed) the TLS handshake
+            failed: untrusted or expired certificate, hostname mismatch,
+            our client certificate missing or refused, a peer that does not
+            speak TLS.
         ConnectionFailed: the server cannot be reached or did not answer
             the handshake in time.
-        ValueError: the address has no recognisable form.
+        ValueError: the address has no recognisable form, or ``tls`` was
+            given for a plain address.
     """
     target = parse_address(address)
     security = with_registry(security, registry)
     green = cooperative_hub() is not None
-    sock = open_stream(target, timeout, cooperative=green)
+    edge, engine = _tls_for(target, tls)
+    setup = None if engine is None else (lambda sock: edge.handshake(sock, engine, timeout))
+    sock, early = open_stream(target, timeout, cooperative=green, setup=setup)
     broker = Broker(is_client=True, security=security, limits=limits,
                     unsafe_tracebacks=unsafe_tracebacks)
-    broker.peer_info = PeerInfo(str(target), unix=peer_credentials(sock))
-    session = ThreadedSession(sock, broker, str(target))
+    broker.peer_info = PeerInfo(str(target), unix=peer_credentials(sock),
+                                certificate=None if engine is None else engine.peer_certificate)
+    stream = sock if engine is None else edge.TLSStream(sock, engine)
+    session = ThreadedSession(stream, broker, str(target))
     session.call_timeout = call_timeout
+    if early:
+        session.feed(early)  # the server's first PB bytes came with the TLS handshake
     if green:
         session.start()  # a greenlet never reads: the background thread reads the handshake
+    _await_handshake(session, target, timeout, edge)
+    session.start()
+    return Connection(session, target)
+
+
+def _tls_for(target: Address, tls: Any) -> Tuple[Any, Any]:
+    """The TLS module and a client engine for ``target`` (None, None for plain)."""
+    if not target.is_tls:
+        if tls is not None:
+            raise ValueError(f"tls= given for {target}; use a tls:// or tls+unix:// address")
+        return None, None
+    edge = importlib.import_module("syncpb.tls.stream")  # OpenSSL only when TLS is used
+    if tls is None:
+        tls = importlib.import_module("syncpb.tls.context").client_context()
+    return edge, edge.client_engine(tls, target.scheme, target.host)
+
+
+def _await_handshake(session: ThreadedSession, target: Address, timeout: Optional[float],
+                     edge: Any) -> None:
+    """Wait for the PB handshake; say clearly why it did not come."""
     try:
         session.ready.result(timeout=timeout)
     except CallTimeout:
         session.close("no PB handshake in time")
-        raise ConnectionFailed(f"{target} did not start the PB handshake in time") from None
+        hint = "" if target.is_tls else " (a TLS port? connect to tls://... with tls=)"
+        raise ConnectionFailed(f"{target} did not start the PB handshake in time{hint}") from None
     except ConnectionLost as exc:
+        failure = None if edge is None else edge.tls_failure_of(exc)
+        if failure is not None:  # e.g. a TLS 1.3 server refusing our certificate late
+            raise failure from None
         raise ConnectionFailed(f"PB handshake with {target} failed: {exc}") from exc
-    session.start()
-    return Connection(session, target)

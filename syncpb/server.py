@@ -24,13 +24,15 @@ the bound address (port 0 resolved) is known at once, even before serving.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import time
 import socket as stdlib_socket
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .broker import Broker, Limits
-from .errors import SyncPBError
+from .errors import ConnectionFailed, SyncPBError
 from .copyable import UnjellyableRegistry
 from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
@@ -76,13 +78,18 @@ class Server:
         blocking_methods: run every remote method in the pool, not only
             those marked with :func:`syncpb.adapters.blocking` (for code
             that is not gevent-safe).
+        handshake_timeout: seconds a new connection has to complete the TLS
+            and PB handshakes together; a client that does not is dropped
+            (None: no limit).
     """
 
     def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
                  limits: Limits = Limits(), unsafe_tracebacks: bool = False,
                  registry: Optional[UnjellyableRegistry] = None,
-                 pool: Any = None, blocking_methods: bool = False) -> None:
+                 pool: Any = None, blocking_methods: bool = False,
+                 handshake_timeout: Optional[float] = 10.0) -> None:
         self.root = root
+        self.handshake_timeout = handshake_timeout
         self.pool = pool
         self._offload = _Offload(pool, blocking_methods)
         self._stop_timeout: Optional[float] = 10.0
@@ -91,6 +98,7 @@ class Server:
         self.unsafe_tracebacks = unsafe_tracebacks
         self._listeners: List[Tuple[stdlib_socket.socket, Address,
                                     Optional[Tuple[int, int]]]] = []
+        self._tls: Dict[int, Any] = {}  # listening socket's fd -> its ServerTLS
         self._servers: List[Any] = []
         self._sessions: Set[GreenSession] = set()
         self._hub: Any = None
@@ -114,24 +122,36 @@ class Server:
         """Connections currently open."""
         return len(self._sessions)
 
-    def listen(self, address: AddressLike, *, mode: Optional[int] = None) -> str:
+    def listen(self, address: AddressLike, *, mode: Optional[int] = None,
+               tls: Any = None) -> str:
         """Bind a listener; return its bound address (port 0 resolved).
 
         May be called before or while serving, as often as needed; every
         listener serves the same root.
 
         Args:
-            address: ``tcp://host:port`` or ``unix:///path``.
+            address: ``tcp://host:port``, ``unix:///path``,
+                ``tls://host:port`` or ``tls+unix:///path``.
             mode: a unix socket file's permissions (default 0600: only this
                 user may connect). A dead server's socket file at the path
                 is replaced; a live server's socket, or anything that is not
                 a socket, is refused and left alone. The file is removed by
                 :meth:`stop`.
+            tls: for a ``tls://`` or ``tls+unix://`` address, the
+                :func:`syncpb.tls.server_context` (certificate, key, and the
+                CA that client certificates must chain to, if any).
 
         Raises:
             ConnectionFailed: the address cannot be bound (the message says why).
+            ValueError: a TLS address without ``tls``, or ``tls`` for a plain one.
         """
-        sock, bound, identity = bind_listener(parse_address(address), mode=mode)
+        target = parse_address(address)
+        if target.is_tls != (tls is not None):
+            raise ValueError(f"{target}: a tls:// or tls+unix:// address needs tls="
+                             f"syncpb.tls.server_context(...), and only such an address takes it")
+        sock, bound, identity = bind_listener(target, mode=mode)
+        if tls is not None:
+            self._tls[sock.fileno()] = tls
         self._listeners.append((sock, bound, identity))
         if self._hub is not None:
             self._call_in_hub(self._serve_listener, sock)
@@ -227,24 +247,50 @@ class Server:
         elif hub is not None:
             hub.loop.run_callback_threadsafe(function, *args)
 
+    def reload_tls(self) -> None:
+        """Load every TLS listener's certificate and key again (renewed
+        files): new connections use them, open ones keep going.
+
+        Raises:
+            whatever loading raises (the previous certificate stays in use).
+        """
+        for tls in self._tls.values():
+            tls.reload()
+
     def _serve_listener(self, sock: stdlib_socket.socket) -> None:
         from gevent.server import StreamServer
         sock.setblocking(False)  # gevent accepts only when the hub says it is readable
-        server = StreamServer(sock, self._handle)
+        tls = self._tls.get(sock.fileno())
+        handle = self._handle if tls is None else functools.partial(self._handle, tls=tls)
+        server = StreamServer(sock, handle)
         server.start()
         self._servers.append(server)
 
-    def _handle(self, sock: Any, peer: Any) -> None:
+    def _handle(self, sock: Any, peer: Any, tls: Any = None) -> None:
         if sock.family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        import gevent
+        import gevent.event
+        name = str(peer) if peer else "unix peer"
+        started = time.monotonic()
+        stream, certificate, early = sock, None, b""
+        if tls is not None:
+            try:
+                stream, certificate, early = self._tls_handshake(sock, tls)
+            except ConnectionFailed as exc:
+                log.warning("TLS handshake with %s failed: %s", name, exc)
+                return
         security = self.security.copy() if self.security is not None else None
         broker = Broker(root=self.root, security=security, limits=self.limits,
                         unsafe_tracebacks=self.unsafe_tracebacks)
-        import gevent.event
-        name = str(peer) if peer else "unix peer"
-        broker.peer_info = PeerInfo(name, unix=peer_credentials(sock))
-        session = GreenSession(sock, broker, name)
+        broker.peer_info = PeerInfo(name, unix=peer_credentials(sock), certificate=certificate)
+        session = GreenSession(stream, broker, name)
         session.offload = self._offload
+        if early:
+            session.feed(early)
+        if self.handshake_timeout is not None:
+            left = max(self.handshake_timeout - (time.monotonic() - started), 0.0)
+            gevent.spawn_later(left, self._check_handshake, session)
         ended = gevent.event.Event()
         self._sessions.add(session)
         session.notify_on_disconnect(lambda: (self._sessions.discard(session),
@@ -254,6 +300,19 @@ class Server:
         # greenlet; gevent closes the socket when this handler returns.
         ended.wait()
         self._sessions.discard(session)
+
+    def _tls_handshake(self, sock: Any, tls: Any) -> Tuple[Any, Any, bytes]:
+        """The TLS handshake of an accepted connection (only this greenlet waits)."""
+        edge = importlib.import_module("syncpb.tls.stream")  # OpenSSL only when TLS is used
+        engine = edge.server_engine(tls)
+        early = edge.handshake(sock, engine, self.handshake_timeout)
+        return edge.TLSStream(sock, engine), engine.peer_certificate, early
+
+    def _check_handshake(self, session: GreenSession) -> None:
+        if not session.ready.called and not session.closed:
+            log.info("PB connection %s did not complete the handshake within %s seconds",
+                     session.name, self.handshake_timeout)
+            session.close("no PB handshake in time")
 
     def _close_listeners(self) -> None:
         for server in self._servers:
@@ -267,6 +326,7 @@ class Server:
                 except OSError as exc:
                     log.warning("could not remove unix socket %s: %s", address.host, exc)
         self._listeners = []
+        self._tls.clear()
 
     def _shutdown(self) -> None:
         self._close_listeners()

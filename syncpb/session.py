@@ -577,7 +577,9 @@ class Session:
             d.errback(Failure(error))
         self._closed_socket()
         if not self.ready.called:
-            self.ready.errback(Failure(ConnectionLost(f"connection to {self.name} lost: {reason}")))
+            error = ConnectionLost(f"connection to {self.name} lost: {reason}")
+            error.__cause__ = cause
+            self.ready.errback(Failure(error))
         for work in still_to_tell:  # stoppedObserving, logouts: each runs once
             work()
         callbacks, self._disconnect_callbacks = self._disconnect_callbacks, []

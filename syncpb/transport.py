@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import socket as stdlib_socket
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from .errors import ConnectionFailed
 from .unixsocket import UnixCredentials, bind_unix, check_path
@@ -60,7 +60,8 @@ class Address:
     """A parsed syncpb address.
 
     Attributes:
-        scheme: ``"tcp"`` or ``"unix"``.
+        scheme: ``"tcp"``, ``"unix"``, ``"tls"`` (TLS over TCP) or
+            ``"tls+unix"`` (TLS over a unix socket).
         host: the host (TCP) or the socket path (unix).
         port: the TCP port (0 asks the OS for one when listening).
     """
@@ -70,22 +71,32 @@ class Address:
     port: int = 0
 
     @property
+    def is_unix(self) -> bool:
+        """True for a unix socket (with or without TLS)."""
+        return self.scheme in ("unix", "tls+unix")
+
+    @property
+    def is_tls(self) -> bool:
+        """True when the stream carries TLS."""
+        return self.scheme in ("tls", "tls+unix")
+
+    @property
     def family(self) -> int:
         """The socket family to use."""
-        if self.scheme == "unix":
+        if self.is_unix:
             return stdlib_socket.AF_UNIX
         return stdlib_socket.AF_INET6 if ":" in self.host else stdlib_socket.AF_INET
 
     @property
     def sockaddr(self) -> Any:
         """The address as the socket module wants it."""
-        return self.host if self.scheme == "unix" else (self.host, self.port)
+        return self.host if self.is_unix else (self.host, self.port)
 
     def __str__(self) -> str:
-        if self.scheme == "unix":
-            return f"unix://{self.host}"
+        if self.is_unix:
+            return f"{self.scheme}://{self.host}"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,8 @@ class PeerInfo:
 
 
 def parse_address(address: AddressLike) -> Address:
-    """Parse ``tcp://host:port``, ``unix:///path`` or ``(host, port)``.
+    """Parse ``tcp://host:port``, ``unix:///path``, ``tls://host:port``,
+    ``tls+unix:///path`` or ``(host, port)``.
 
     Raises:
         ValueError: the address has no recognisable form.
@@ -122,11 +134,12 @@ def parse_address(address: AddressLike) -> Address:
     scheme, sep, rest = address.partition("://")
     if not sep:
         raise ValueError(f"address {address!r} needs a scheme: tcp://host:port or unix:///path")
-    if scheme == "unix":
+    if scheme in ("unix", "tls+unix"):
         if not rest.startswith("/"):
-            raise ValueError(f"unix address {address!r} needs an absolute path (unix:///path)")
-        return Address("unix", rest)
-    if scheme != "tcp":
+            raise ValueError(f"{scheme} address {address!r} needs an absolute path "
+                             f"({scheme}:///path)")
+        return Address(scheme, rest)
+    if scheme not in ("tcp", "tls"):
         raise ValueError(f"unknown address scheme {scheme!r} in {address!r}")
     if rest.startswith("["):
         host, bracket, port_text = rest[1:].partition("]")
@@ -136,12 +149,12 @@ def parse_address(address: AddressLike) -> Address:
     else:
         host, _, port_text = rest.rpartition(":")
     if not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"bad tcp address {address!r}; use tcp://host:port")
-    return Address("tcp", host, int(port_text))
+        raise ValueError(f"bad {scheme} address {address!r}; use {scheme}://host:port")
+    return Address(scheme, host, int(port_text))
 
 
-def open_stream(address: Address, timeout: Optional[float],
-                cooperative: bool = False) -> stdlib_socket.socket:
+def open_stream(address: Address, timeout: Optional[float], cooperative: bool = False,
+                setup: Optional[Callable[[Any], Any]] = None) -> Tuple[stdlib_socket.socket, Any]:
     """Connect a stream socket to ``address`` and return it in blocking mode.
 
     Args:
@@ -149,22 +162,31 @@ def open_stream(address: Address, timeout: Optional[float],
         timeout: seconds allowed for the connect (None: the OS's limit).
         cooperative: connect with gevent's sockets (the caller is a
             greenlet in a running hub, and only it waits).
+        setup: called with the connected socket (still gevent's when
+            ``cooperative``) before it is returned: a TLS handshake.
 
     Returns:
-        A standard library socket (not a gevent one), in blocking mode.
+        A standard library socket (not a gevent one), in blocking mode, and
+        what ``setup`` returned (None without it).
 
     Raises:
-        ConnectionFailed: the connection could not be made in time.
+        ConnectionFailed: the connection could not be made in time (or
+            ``setup`` raised it).
     """
     try:
         if cooperative:
-            sock = _connect_cooperatively(address, timeout)
+            sock, prepared = _connect_cooperatively(address, timeout, setup)
         else:
             sock = _connect(address, timeout)
-        if address.scheme != "unix":
+            try:
+                prepared = setup(sock) if setup is not None else None
+            except BaseException:
+                sock.close()
+                raise
+        if not address.is_unix:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         sock.settimeout(None)
-        return sock
+        return sock, prepared
     except OSError as exc:
         raise ConnectionFailed(f"cannot connect to {address}: {exc}") from exc
 
@@ -173,7 +195,7 @@ def _connect(address: Address, timeout: Optional[float]) -> stdlib_socket.socket
     """Connect with the standard library's own socket class and resolver
     (as they were before any monkey-patching)."""
     socket_class = real("socket", "socket")
-    if address.scheme == "unix":
+    if address.is_unix:
         check_path(address.host)
         targets = [(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM, 0, address.host)]
     else:
@@ -193,12 +215,13 @@ def _connect(address: Address, timeout: Optional[float]) -> stdlib_socket.socket
     raise error if error is not None else OSError(f"no address found for {address}")
 
 
-def _connect_cooperatively(address: Address,
-                           timeout: Optional[float]) -> stdlib_socket.socket:
+def _connect_cooperatively(address: Address, timeout: Optional[float],
+                           setup: Optional[Callable[[Any], Any]]
+                           ) -> Tuple[stdlib_socket.socket, Any]:
     """Connect with gevent's sockets, then hand the descriptor to a standard
     socket (so that plain threads may use the connection too)."""
     import gevent.socket
-    if address.scheme == "unix":
+    if address.is_unix:
         check_path(address.host)
         green = gevent.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
         try:
@@ -209,9 +232,13 @@ def _connect_cooperatively(address: Address,
             raise
     else:
         green = gevent.socket.create_connection((address.host, address.port), timeout)
+    try:
+        prepared = setup(green) if setup is not None else None
+    except BaseException:
+        green.close()
+        raise
     family, kind, proto = green.family, green.type, green.proto
-    return real("socket", "socket")(family, kind, proto,  # type: ignore[no-any-return]
-                                    fileno=green.detach())
+    return real("socket", "socket")(family, kind, proto, fileno=green.detach()), prepared
 
 
 def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = None
@@ -230,7 +257,7 @@ def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = No
     Raises:
         ConnectionFailed: the address cannot be bound.
     """
-    if address.scheme == "unix":
+    if address.is_unix:
         sock, identity = bind_unix(address.host, mode, backlog)
         return sock, address, identity
     sock = stdlib_socket.socket(address.family, stdlib_socket.SOCK_STREAM)
@@ -241,4 +268,4 @@ def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = No
     except OSError as exc:
         sock.close()
         raise ConnectionFailed(f"cannot listen on {address}: {exc}") from exc
-    return sock, Address("tcp", address.host, sock.getsockname()[1]), None
+    return sock, Address(address.scheme, address.host, sock.getsockname()[1]), None
