@@ -142,7 +142,8 @@ class Broker(CacheProtocol):
     def __init__(self, root: Any = None, is_client: bool = False,
                  proxy_factory: Optional[ProxyFactory] = None,
                  security: Optional[SecurityOptions] = None,
-                 limits: Limits = Limits(), unsafe_tracebacks: bool = False) -> None:
+                 limits: Limits = Limits(), unsafe_tracebacks: bool = False,
+                 peer_info: Any = None) -> None:
         self.limits = limits
         self.is_client = is_client
         self.unsafe_tracebacks = unsafe_tracebacks
@@ -152,8 +153,9 @@ class Broker(CacheProtocol):
         #: Who the peer is, for log lines (the session sets it; "" when unknown).
         self.peer = ""
         #: What the transport knows of the peer (a :class:`syncpb.transport.PeerInfo`:
-        #: its address, unix credentials, TLS certificate); set by the session.
-        self.peer_info: Any = None
+        #: its address, unix credentials, TLS certificate), given by whoever
+        #: made the connection; a root's ``rootObject(broker)`` may read it.
+        self.peer_info: Any = peer_info
         #: Called by :meth:`abort` (the session closes the connection).
         self.on_abort: Optional[Callable[[str], None]] = None
         self.released: Deque[Any] = collections.deque()  # ImportRecords and CacheRecords

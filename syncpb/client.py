@@ -174,9 +174,10 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
     setup = None if engine is None else (lambda sock: edge.handshake(sock, engine, timeout))
     sock, early = open_stream(target, timeout, cooperative=green, setup=setup)
     broker = Broker(is_client=True, security=security, limits=limits,
-                    unsafe_tracebacks=unsafe_tracebacks)
-    broker.peer_info = PeerInfo(str(target), unix=peer_credentials(sock),
-                                certificate=None if engine is None else engine.peer_certificate)
+                    unsafe_tracebacks=unsafe_tracebacks,
+                    peer_info=PeerInfo(str(target), unix=peer_credentials(sock),
+                                       certificate=None if engine is None
+                                       else engine.peer_certificate))
     stream = sock if engine is None else edge.TLSStream(sock, engine)
     session = ThreadedSession(stream, broker, str(target))
     session.call_timeout = call_timeout

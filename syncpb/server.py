@@ -282,8 +282,9 @@ class Server:
                 return
         security = self.security.copy() if self.security is not None else None
         broker = Broker(root=self.root, security=security, limits=self.limits,
-                        unsafe_tracebacks=self.unsafe_tracebacks)
-        broker.peer_info = PeerInfo(name, unix=peer_credentials(sock), certificate=certificate)
+                        unsafe_tracebacks=self.unsafe_tracebacks,
+                        peer_info=PeerInfo(name, unix=peer_credentials(sock),
+                                           certificate=certificate))
         session = GreenSession(stream, broker, name)
         session.offload = self._offload
         if early:
