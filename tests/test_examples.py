@@ -62,3 +62,22 @@ def test_dbapi_demo_stores_looks_up_and_rolls_back():
     assert "nothing changed: moved = value-1, key-002 = value-2, 100 keys" in out
     assert "checksum (in the server's thread pool): 100 rows, sha256 98239d6632d26f4a" in out
     assert out.rstrip().endswith("server stopped")
+
+
+def test_tls_unix_demo_logs_in_by_certificate():
+    result = subprocess.run([sys.executable, str(EXAMPLES / "tls-unix" / "demo.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "certificates: ca.pem ca.key server.pem server.key client.pem client.key" in out
+    assert "notes server at tls+unix://DIR/pb.sock (DIR: a temporary directory)" in out
+    assert "socket pb.sock: mode 0600" in out
+    assert "logged in as: alice" in out  # the certificate's common name, no password
+    assert "notes: ['TLS over a unix socket', 'logged in by certificate']" in out
+    assert "no client certificate: refused (ClientCertificateRequired)" in out
+    assert "server from an untrusted CA: refused (CertificateUntrusted)" in out
+    assert "alice logged in (avatar id b'alice')" in out
+    assert "alice logged out" in out
+    assert "socket removed: True" in out
+    assert "the client sent no certificate and one is required" in result.stderr  # logged
+    assert out.rstrip().endswith("server stopped")
