@@ -271,7 +271,10 @@ class Server:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
         import gevent
         import gevent.event
-        name = str(peer) if peer else "unix peer"
+        credentials = peer_credentials(sock)
+        name = str(peer) if peer else (
+            "unix peer" if credentials is None
+            else f"unix peer pid {credentials.pid} uid {credentials.uid}")
         started = time.monotonic()
         stream, certificate, early = sock, None, b""
         if tls is not None:
@@ -283,8 +286,7 @@ class Server:
         security = self.security.copy() if self.security is not None else None
         broker = Broker(root=self.root, security=security, limits=self.limits,
                         unsafe_tracebacks=self.unsafe_tracebacks,
-                        peer_info=PeerInfo(name, unix=peer_credentials(sock),
-                                           certificate=certificate))
+                        peer_info=PeerInfo(name, unix=credentials, certificate=certificate))
         session = GreenSession(stream, broker, name)
         session.offload = self._offload
         if early:

@@ -85,6 +85,9 @@ def handshake(sock: Any, engine: TLSEngine, timeout: Optional[float]) -> bytes:
         raise
     except stdlib_socket.timeout:
         raise ConnectionFailed(f"no TLS handshake within {timeout} seconds") from None
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        raise ConnectionFailed(f"the peer hung up during the TLS handshake (did it refuse "
+                               f"our certificate or our name?): {exc}") from exc
     except OSError as exc:
         raise ConnectionFailed(f"the TLS handshake failed: {exc}") from exc
     finally:
