@@ -524,12 +524,14 @@ def parse_args(argv):
     return options
 
 
-def main(argv=None):
-    options = parse_args(argv)
+def main(argv=None, parse=None, run_class=None):
+    """Run the scenario; ``parse``/``run_class`` let another peer script
+    (twisted_transport_client.py) reuse this driver with its own options."""
+    options = (parse or parse_args)(argv)
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stderr)], redirectStandardIO=False
     )
-    run = Run(options)
+    run = (run_class or Run)(options)
     timeout_call = reactor.callLater(options.timeout, run.on_timeout)
 
     def crashed(failure):
