@@ -271,9 +271,13 @@ class TLSEngine:
         chunks = []
         while True:
             try:
-                chunks.append(self._connection.bio_read(_CHUNK))
+                chunk = self._connection.bio_read(_CHUNK)
             except SSL.WantReadError:
-                return b"".join(chunks)
+                break
+            chunks.append(chunk)
+            if len(chunk) < _CHUNK:  # a memory BIO hands over all it has: drained
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def close(self) -> None:
         """Queue close_notify, after any data already queued.

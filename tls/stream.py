@@ -158,10 +158,12 @@ class TLSStream:
                     return b""
                 plain = self._engine.receive(cipher)
             except TLSError as exc:
-                self._out += self._engine.data_to_send()
+                self._out += self._engine.data_to_send()  # the alert saying why
                 raise TLSStreamError(exc) from exc
-            self._out += self._engine.data_to_send()  # a record of ours in reply
             closed = self._engine.closed_by_peer
+        # A record the engine wrote in reply (a TLS 1.3 key update) waits in
+        # the engine and goes out with our next write: looking for one after
+        # every read would cost an OpenSSL exception per call.
         if plain or closed:
             return plain
         raise BlockingIOError("a TLS record with no application data")
