@@ -39,7 +39,7 @@ from .jelly import SecurityOptions, with_registry
 from .green import GreenSession
 from .session import OSFlag, OSThread, _get_ident
 from .transport import Address, AddressLike, PeerInfo, bind_listener, parse_address
-from .unixsocket import peer_credentials, unlink_unix
+from .unixsocket import peer_credentials, tune, unlink_unix
 
 __all__ = ["Server"]
 
@@ -269,6 +269,7 @@ class Server:
     def _handle(self, sock: Any, peer: Any, tls: Any = None) -> None:
         if sock.family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        tune(sock)
         import gevent
         import gevent.event
         credentials = peer_credentials(sock)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple, Union
 
 from .errors import ConnectionFailed
-from .unixsocket import UnixCredentials, bind_unix, check_path
+from .unixsocket import UnixCredentials, bind_unix, check_path, tune
 from .waiting import real
 
 __all__ = ["Address", "PeerInfo", "parse_address", "open_stream", "bind_listener"]
@@ -185,6 +185,7 @@ def open_stream(address: Address, timeout: Optional[float], cooperative: bool = 
                 raise
         if not address.is_unix:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+        tune(sock)
         sock.settimeout(None)
         return sock, prepared
     except OSError as exc:

@@ -128,6 +128,22 @@ def unlink_unix(path: str, identity: Tuple[int, int]) -> None:
             raise
 
 
+#: Send buffer of a connected unix socket. Linux's default (about 208 KiB)
+#: splits a large message into several wake-ups of the reader; TCP on
+#: loopback grows its buffers by itself.
+SEND_BUFFER = 1024 * 1024
+
+
+def tune(sock: Any) -> None:
+    """Give a connected unix socket a send buffer for large messages
+    (nothing for other sockets; best effort)."""
+    if getattr(sock, "family", None) == stdlib_socket.AF_UNIX:
+        try:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, SEND_BUFFER)
+        except OSError:
+            pass
+
+
 def peer_credentials(sock: Any) -> Optional[UnixCredentials]:
     """The connected unix-socket peer's pid, uid and gid (None for other sockets)."""
     if getattr(sock, "family", None) != stdlib_socket.AF_UNIX:

@@ -229,3 +229,14 @@ def test_another_user_is_kept_out_by_mode_or_let_in_by_uid(server_factory, mode)
         assert outcome["error"] == "ConnectionFailed" and "Permission denied" in outcome["message"]
     else:
         assert outcome == {"avatar": "nobody"}
+
+
+def test_unix_connections_get_a_send_buffer_for_large_messages(server_factory, connect):
+    from syncpb.unixsocket import SEND_BUFFER
+    root = Where()
+    _, address = server_factory(root, unix=True)
+    conn = connect(address)
+    assert conn.root.add(1, 1) == 2
+    sock = conn._session.sock
+    # Linux reports twice what was asked (it counts its own bookkeeping)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= SEND_BUFFER
