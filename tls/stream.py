@@ -41,7 +41,10 @@ from .engine import PeerCertificate, TLSEngine
 
 __all__ = ["TLSStream", "TLSStreamError", "handshake"]
 
-_READ_SIZE = 64 * 1024
+#: Ciphertext read at once. Larger than a plain session's read: a big message
+#: then reaches the engine in a few large pieces, each decrypting many 16 KiB
+#: records in one pass (256 KiB echoes over TLS: about 650 -> 1,090 calls/s).
+_READ_SIZE = 256 * 1024
 _DONTWAIT = stdlib_socket.MSG_DONTWAIT
 _allocate_lock = real("_thread", "allocate_lock")
 
