@@ -36,9 +36,9 @@ __all__ = ["real", "cooperative_hub", "wait_mode", "Wakeup", "call_soon_in"]
 
 def real(module: str, name: str) -> Any:
     """Return ``module.name`` as it was before any gevent monkey-patching."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        return monkey.get_original(module, name)
+    get_original = getattr(sys.modules.get("gevent.monkey"), "get_original", None)
+    if get_original is not None:  # (not while another thread is still importing it)
+        return get_original(module, name)
     return getattr(__import__(module), name)
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import socket as stdlib_socket
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from syncpb.errors import ConnectionFailed, TLSError
 from syncpb.waiting import real
@@ -47,6 +47,19 @@ __all__ = ["TLSStream", "TLSStreamError", "handshake"]
 _READ_SIZE = 256 * 1024
 _DONTWAIT = stdlib_socket.MSG_DONTWAIT
 _allocate_lock = real("_thread", "allocate_lock")
+_buffers = real("_thread", "_local")()
+
+
+def _read_buffer() -> Tuple[memoryview, bytearray]:
+    """This thread's ciphertext buffer, reused: a fresh 256 KiB buffer per
+    read would be mapped and unmapped by the allocator every call. Readers
+    in one thread (greenlets of a hub) share it safely: a read fills it and
+    the engine copies it in before anything can switch."""
+    buffer = getattr(_buffers, "buffer", None)
+    if buffer is None:
+        array = bytearray(_READ_SIZE)
+        buffer = _buffers.buffer = (memoryview(array), array)
+    return buffer
 
 
 class TLSStreamError(OSError):
@@ -153,7 +166,8 @@ class TLSStream:
             BlockingIOError: what arrived was a TLS record with no data.
             TLSStreamError: the peer's TLS failed (an OSError).
         """
-        cipher = self._inner.recv(_READ_SIZE)
+        view, array = _read_buffer()
+        cipher = view[:self._inner.recv_into(array)]
         with self._lock:
             try:
                 if not cipher:
