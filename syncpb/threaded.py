@@ -42,7 +42,7 @@ read by whichever thread leads. A Deferred from ``callRemote`` made in a
 greenlet fires in that greenlet's hub, where its callbacks run. So one
 connection serves OS threads and greenlets of several hubs at once, and a
 hub that stops running (its thread blocked in plain code) holds up only its
-own greenlets.
+own greenlets. That side lives in :mod:`syncpb.greencallers`.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
-from .failure import Failure
+from .greencallers import GreenCallers
 from .session import OSThread, Session, _allocate_lock, _get_ident
-from .waiting import Wakeup, call_soon_in, cooperative_hub, real
+from .waiting import Wakeup, cooperative_hub, real
 
 __all__ = ["ThreadedSession"]
 
@@ -123,51 +123,9 @@ class _Follower:
 _BACKGROUND = _Follower()
 
 
-class _GreenSlot:
-    """The pending entry of a blocking call made in a greenlet."""
-
-    __slots__ = ("wakeup", "done", "value", "ok")
-
-    def __init__(self) -> None:
-        self.wakeup = Wakeup()
-        self.done = False
-        self.value: Any = None
-        self.ok = False
-
-    def callback(self, value: Any) -> None:
-        self.value, self.ok, self.done = value, True, True
-        self.wakeup.set()
-
-    def errback(self, failure: Any) -> None:
-        self.value, self.ok, self.done = failure.value, False, True
-        self.wakeup.set()
-
-
-class _InHub:
-    """The pending entry of a ``callRemote`` made in a greenlet: its
-    Deferred fires in that greenlet's hub."""
-
-    __slots__ = ("deferred", "hub")
-
-    def __init__(self, deferred: Deferred, hub: Any) -> None:
-        self.deferred = deferred
-        self.hub = hub
-
-    def callback(self, value: Any) -> None:
-        self._fire(self.deferred.callback, value)
-
-    def errback(self, failure: Failure) -> None:
-        self._fire(self.deferred.errback, failure)
-
-    def _fire(self, method: Any, value: Any) -> None:
-        try:
-            call_soon_in(self.hub, method, value)
-        except Exception:  # that hub is gone: fire here rather than never
-            method(value)
-
-
-class ThreadedSession(Session):
-    """A session whose waiting callers read the socket themselves."""
+class ThreadedSession(GreenCallers, Session):
+    """A session whose waiting threads read the socket themselves (greenlets
+    only wait: :class:`~syncpb.greencallers.GreenCallers`)."""
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self._state = _allocate_lock()
@@ -197,10 +155,6 @@ class ThreadedSession(Session):
             self._started = True
         self._background.start()
 
-
-    def _pending_entry(self, d: Deferred) -> Any:
-        hub = cooperative_hub()
-        return d if hub is None else _InHub(d, hub)
 
     def _sent_call(self) -> None:
         if cooperative_hub() is not None:
@@ -327,34 +281,6 @@ class ThreadedSession(Session):
 
     # ------------------------------------------------------------ greenlets
 
-    def _call_blocking_green(self, oid: Any, name: str, args: tuple,
-                             kwargs: Dict[str, Any], timeout: Optional[float]) -> Any:
-        """:meth:`call_blocking` for a greenlet: blocks only the greenlet."""
-        slot = _GreenSlot()
-        with self._lock:
-            if self.closed:
-                raise DeadReferenceError("Calling Stale Broker")
-            request_id = self.broker.call(oid, name, args, kwargs)
-            self._pending[request_id] = slot
-            self._enqueue_locked()
-        before_blocking()
-        self._green_wait(slot.wakeup, timeout)
-        return self._outcome(slot, request_id, name, timeout)
-
-    def _green_wait(self, wakeup: Wakeup, timeout: Optional[float]) -> bool:
-        """Write what is queued, make sure a thread reads, wait on ``wakeup``."""
-        with self._state:
-            self._green_waiting += 1
-            nobody_reads = self._leader is None
-        try:
-            self._flush_green()
-            if nobody_reads:
-                self._poke_background(write=False)
-            return wakeup.wait(timeout)
-        finally:
-            with self._state:
-                self._green_waiting -= 1
-
     def _poke_background(self, write: bool) -> None:
         """Wake the background thread: to lead now, or (``write``) to send
         what is queued even while it is reading."""
@@ -374,21 +300,6 @@ class ThreadedSession(Session):
             return
         with self._send_mutex:
             self._write_queue()
-
-    def _flush_green(self) -> None:
-        """Write the queue without blocking the hub's thread; what the socket
-        does not take now is left to the background thread."""
-        if not self._queue:
-            return
-        if not self._send_mutex.acquire(False):
-            self._poke_background(write=True)  # the writer may have ended its pass
-            return
-        try:
-            self._write_queue_nowait()
-        finally:
-            self._send_mutex.release()
-        if self._queue:
-            self._poke_background(write=True)
 
     # ------------------------------------------------------------ threads
 
