@@ -43,7 +43,8 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 from syncpb.deferred import Deferred
 from syncpb.errors import PoolClosed, PoolSaturated
 from syncpb.failure import Failure
-from syncpb.session import BLOCKING_ATTRIBUTE, MARKS, OSThread
+from syncpb.osthreads import OSThread
+from syncpb.session import BLOCKING_ATTRIBUTE, MARKS
 from syncpb.waiting import Wakeup, call_soon_in, cooperative_hub, real
 
 __all__ = ["ThreadPool", "default_pool", "set_default_pool", "deferToThread",

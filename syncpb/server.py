@@ -37,7 +37,8 @@ from .copyable import UnjellyableRegistry
 from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
 from .green import GreenSession
-from .session import OSFlag, OSThread, _get_ident
+from .osthreads import OSFlag, OSThread
+from .session import _get_ident
 from .transport import Address, AddressLike, PeerInfo, bind_listener, parse_address
 from .unixsocket import peer_credentials, tune, unlink_unix
 

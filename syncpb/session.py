@@ -31,7 +31,6 @@ from __future__ import annotations
 import collections
 import logging
 import socket as stdlib_socket
-import sys
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
@@ -40,9 +39,11 @@ from .deferred import Deferred
 from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, ProtocolError
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
+from .osthreads import OSThread
+from .transport import send_pieces
 from .waiting import real
 
-__all__ = ["Session", "OSThread", "OSFlag", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
+__all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
 log = logging.getLogger("syncpb")
 # Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
@@ -80,135 +81,6 @@ def is_blocking(method: Any) -> bool:
 
 _allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
-_start_new_thread = real("_thread", "start_new_thread")
-
-
-class OSFlag:
-    """A one-way flag threads can wait for, unaffected by monkey-patching."""
-
-    def __init__(self) -> None:
-        self._lock = _allocate_lock()
-        self._lock.acquire()
-
-    def set(self) -> None:
-        """Raise the flag, waking every waiter."""
-        if self._lock.locked():
-            try:
-                self._lock.release()
-            except RuntimeError:
-                pass
-
-    def is_set(self) -> bool:
-        """True once :meth:`set` was called."""
-        return not self._lock.locked()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        """Wait until the flag is raised; return whether it was."""
-        if self._lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
-            self._lock.release()
-            return True
-        return False
-
-
-class OSThread:
-    """A real OS thread, even in a monkey-patched program.
-
-    ``threading.Thread`` taken from before patching still starts greenlets,
-    because its methods use the (patched) ``threading`` module's globals;
-    this uses ``_thread`` directly.
-    """
-
-    def __init__(self, target: Callable[[], Any], name: str) -> None:
-        self.name = name
-        self.ident: Optional[int] = None
-        self._target = target
-        self._done = _allocate_lock()
-
-    def start(self) -> None:
-        """Start the thread."""
-        self._done.acquire()
-        _start_new_thread(self._run, ())
-
-    def _run(self) -> None:
-        self.ident = _get_ident()
-        try:
-            self._target()
-        except BaseException:
-            log.exception("unexpected error in syncpb thread %s", self.name)
-        finally:
-            self._done.release()
-
-    def is_alive(self) -> bool:
-        """True while the thread runs."""
-        return self._done.locked()
-
-    def join(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the thread to end; return True if it did."""
-        if not self._done.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
-            return False
-        self._done.release()
-        return True
-
-
-_MAX_PIECES = 512          # buffers per sendmsg (the OS allows IOV_MAX, 1024 on Linux)
-_GATHER_FROM = 64 * 1024   # below this in total, one joined buffer is cheapest
-_OWN_PIECE = 16 * 1024     # a piece this large is written from where it is
-
-
-def _sendall(sock: Any, data: bytes) -> None:
-    """``sock.sendall(data)``, trying one direct non-blocking send first.
-
-    A gevent socket's ``sendall`` goes through several Python layers and a
-    ``getsockopt`` call; a small message nearly always fits the kernel's
-    buffer in one ``send`` on the underlying socket.
-    """
-    raw = getattr(sock, "_sock", None)  # gevent's non-blocking stdlib socket
-    if raw is not None:
-        try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = memoryview(data)[sent:]
-    sock.sendall(data)
-
-
-def _send_pieces(sock: Any, pieces: List[bytes]) -> None:
-    """Write ``pieces`` in order, in as few system calls as possible.
-
-    Small pieces (the encoder makes one per token) are joined; large ones
-    (a long string payload) are passed to ``sendmsg`` where they are,
-    because joining a large payload allocates and fills a fresh buffer,
-    which costs more, page faults included, than the copy itself.
-    """
-    if len(pieces) == 1:
-        _sendall(sock, pieces[0])
-        return
-    if sum(map(len, pieces)) < _GATHER_FROM or not hasattr(sock, "sendmsg"):
-        _sendall(sock, b"".join(pieces))
-        return
-    buffers: List[Any] = []
-    run: List[bytes] = []
-    for piece in pieces:
-        if len(piece) < _OWN_PIECE:
-            run.append(piece)
-            continue
-        if run:
-            buffers.append(b"".join(run))
-            run = []
-        buffers.append(piece)
-    if run:
-        buffers.append(b"".join(run))
-    while buffers:
-        sent = sock.sendmsg(buffers[:_MAX_PIECES])
-        index = 0
-        while index < len(buffers) and sent >= len(buffers[index]):
-            sent -= len(buffers[index])
-            index += 1
-        buffers = buffers[index:]
-        if sent:
-            buffers[0] = memoryview(buffers[0])[sent:]
 
 
 class Session:
@@ -416,7 +288,7 @@ class Session:
         """Send ``pieces`` (send lock held); False if the connection ended."""
         try:
             if len(pieces) > 1:
-                _send_pieces(self.sock, pieces)
+                send_pieces(self.sock, pieces)
             elif self._raw_sock is None:  # a plain blocking socket
                 self.sock.sendall(pieces[0])
             else:  # gevent: one direct send nearly always suffices

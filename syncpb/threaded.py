@@ -57,7 +57,8 @@ from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
 from .errors import CallTimeout, ConnectionLost, DeadReferenceError
 from .greencallers import GreenCallers
-from .session import OSThread, Session, _allocate_lock, _get_ident
+from .osthreads import OSThread
+from .session import Session, _allocate_lock, _get_ident
 from .waiting import Wakeup, cooperative_hub, real
 
 __all__ = ["ThreadedSession"]
