@@ -243,10 +243,31 @@ class TLSEngine:
             TLSError: (a subclass of) the handshake failed or a record was
                 bad; see the module doc. Flush :meth:`data_to_send` after it.
         """
+        if self._handshake_done and not (self._queued or self._closing or self._error):
+            return self._receive_steady(data)
         self._raise_if_failed()
         if data:
             self._connection.bio_write(data)
         return self._guarded(self._process)
+
+    def _receive_steady(self, data: bytes) -> bytes:
+        """:meth:`receive` once the handshake is done and nothing waits: the
+        usual case, written out (one call per OpenSSL step)."""
+        connection = self._connection
+        chunks: List[bytes] = []
+        try:
+            if data:
+                connection.bio_write(data)
+            while True:
+                chunks.append(connection.recv(_CHUNK))
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            self._closed_by_peer = True
+        except SSL.Error as error:
+            self._error = self._classify(error)
+            raise self._error from error
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def send(self, plaintext: bytes) -> None:
         """Queue application data; it is encrypted once the handshake is done.
@@ -255,6 +276,18 @@ class TLSEngine:
             TLSError: the engine already failed.
             ValueError: :meth:`close` was called.
         """
+        if self._handshake_done and not (self._queued or self._closing or self._error) \
+                and plaintext:
+            try:  # the usual case, written out: one record straight into the BIO
+                written = self._connection.send(plaintext)
+            except SSL.WantReadError:  # a key update: the peer must speak first
+                written = 0
+            except SSL.Error as error:
+                self._error = self._classify(error)
+                raise self._error from error
+            if written == len(plaintext):
+                return
+            plaintext = memoryview(plaintext)[written:]
         self._raise_if_failed()
         if self._closing:
             raise ValueError("send() after close()")
