@@ -637,13 +637,7 @@ def report(args, cmdline, facts, load_start, rows_a, skipped_a, res_b, skipped_b
                 P(f"- {db} x{n} {way}: {e}")
             P()
 
-    P("## Machine")
-    P()
-    for k, v in facts.items():
-        if k == "versions":
-            P("- versions: " + ", ".join(f"{n} {ver}" for n, ver in v.items()))
-        else:
-            P(f"- {k}: {v}")
+    run.print_machine(P, facts)
     if pg.version:
         P(f"- postgresql: {pg.version} ({pg.bin_dir})")
 

@@ -438,6 +438,13 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
             P("```")
         P()
 
+    print_machine(P, facts)
+    P(f"- loadavg_end: {os.getloadavg()}")
+    return med, checks
+
+
+def print_machine(P, facts):  # noqa: N803 - P is the report's print function
+    """The report's "Machine" section (shared by the other benchmark drivers)."""
     P("## Machine")
     P()
     for k, v in facts.items():
@@ -445,8 +452,6 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
             P("- versions: " + ", ".join(f"{n} {ver}" for n, ver in v.items()))
         else:
             P(f"- {k}: {v}")
-    P(f"- loadavg_end: {os.getloadavg()}")
-    return med, checks
 
 
 # ---------------------------------------------------------------- main

@@ -396,13 +396,8 @@ def report(args, facts, status, workloads, transports, peers, cells, speed, cmdl
             P("```")
         P()
 
-    P("## Machine")
-    P()
-    for k, v in facts.items():
-        if k == "versions":
-            P("- versions: " + ", ".join(f"{n} {ver}" for n, ver in v.items()))
-        else:
-            P(f"- {k}: {v}")
+    import run
+    run.print_machine(P, facts)
     P(f"- loadavg_end: {os.getloadavg()}")
     return med, checks
 
