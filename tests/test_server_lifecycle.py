@@ -72,3 +72,23 @@ def test_stop_is_idempotent_and_server_is_single_use():
     server.stop(timeout=10)
     with pytest.raises(syncpb.SyncPBError):
         server.start(timeout=5)
+
+
+def test_a_peer_leaving_before_the_handshake_is_an_info_line_not_an_error(server_factory,
+                                                                          connect, caplog):
+    """A port probe or health check: connect, read the greeting, hang up."""
+    import gc
+    import logging
+    import socket
+    server, address = server_factory(Echo())
+    host, port = address[len("tcp://"):].rsplit(":", 1)
+    with caplog.at_level(logging.INFO, logger="syncpb"):
+        with socket.create_connection((host, int(port)), timeout=10) as probe:
+            probe.settimeout(10)
+            assert probe.recv(100)  # the server's PB greeting
+        assert connect(address).root.echo("after") == "after"  # served after the probe
+        gc.collect()  # an unconsumed failed Deferred would log its error now
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(level == logging.INFO and "ended before the handshake" in text
+               for level, text in messages)
+    assert not [text for level, text in messages if level >= logging.ERROR]

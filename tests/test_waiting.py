@@ -94,3 +94,16 @@ def test_call_soon_in_runs_in_the_hubs_thread():
 
     hub_thread = run_in_gevent_thread(scenario)
     assert ran_in == ["now", hub_thread]
+
+
+def test_real_works_while_gevent_monkey_is_still_being_imported(monkeypatch):
+    """Another thread may be importing gevent.monkey (it is in sys.modules,
+    but has no get_original yet): real() then takes the module's own object."""
+    import _thread
+    import sys
+    import types
+
+    from syncpb.waiting import real
+
+    monkeypatch.setitem(sys.modules, "gevent.monkey", types.ModuleType("gevent.monkey"))
+    assert real("_thread", "allocate_lock") is _thread.allocate_lock

@@ -226,7 +226,39 @@ def _trust(context: SSL.Context, ca: Source, send_names: bool) -> None:
             context.add_client_ca(certificate)
 
 
-class ServerTLS:
+class _Settings:
+    """What server and client settings share: a current context, rebuilt
+    from the same sources by :meth:`reload`."""
+
+    _context: SSL.Context
+
+    @property
+    def context(self) -> SSL.Context:
+        """The current context; new connections are made from it."""
+        return self._context
+
+    def reload(self) -> SSL.Context:
+        """Read the sources again into a new context.
+
+        New connections use the new context; running ones keep theirs.
+
+        Returns:
+            The new (now current) context.
+
+        Raises:
+            ValueError: a source no longer parses, or key and certificate
+                do not match; the current context is kept.
+            OSError: a file cannot be read; the current context is kept.
+        """
+        context = self._build()
+        self._context = context
+        return context
+
+    def _build(self) -> SSL.Context:
+        raise NotImplementedError
+
+
+class ServerTLS(_Settings):
     """A server's TLS settings; see :func:`server_context`.
 
     Attributes:
@@ -255,28 +287,6 @@ class ServerTLS:
         self.requires_client_cert = require_client_cert
         self._context = self._build()
 
-    @property
-    def context(self) -> SSL.Context:
-        """The current context; new connections are made from it."""
-        return self._context
-
-    def reload(self) -> SSL.Context:
-        """Read the certificate, key and CA sources again into a new context.
-
-        New connections use the new context; running ones keep theirs.
-
-        Returns:
-            The new (now current) context.
-
-        Raises:
-            ValueError: a source no longer parses, or key and certificate
-                do not match; the current context is kept.
-            OSError: a file cannot be read; the current context is kept.
-        """
-        context = self._build()
-        self._context = context
-        return context
-
     def _build(self) -> SSL.Context:
         """Make a context from the sources."""
         context = _base_context()
@@ -290,7 +300,7 @@ class ServerTLS:
         return context
 
 
-class ClientTLS:
+class ClientTLS(_Settings):
     """A client's TLS settings; see :func:`client_context`.
 
     Attributes:
@@ -317,25 +327,6 @@ class ClientTLS:
         self.verify = verify
         self.has_client_cert = cert is not None
         self._context = self._build()
-
-    @property
-    def context(self) -> SSL.Context:
-        """The current context; new connections are made from it."""
-        return self._context
-
-    def reload(self) -> SSL.Context:
-        """Read the sources again into a new, now current, context.
-
-        Returns:
-            The new context.
-
-        Raises:
-            ValueError: a source no longer parses; the current context is kept.
-            OSError: a file cannot be read; the current context is kept.
-        """
-        context = self._build()
-        self._context = context
-        return context
 
     def _build(self) -> SSL.Context:
         """Make a context from the sources."""

@@ -230,7 +230,7 @@ class TLSEngine:
 
     # ------------------------------------------------------------ byte flow
 
-    def receive(self, data: bytes) -> bytes:
+    def receive(self, data: Union[bytes, memoryview]) -> bytes:
         """Take ciphertext from the network.
 
         Args:
@@ -250,7 +250,7 @@ class TLSEngine:
             self._connection.bio_write(data)
         return self._guarded(self._process)
 
-    def _receive_steady(self, data: bytes) -> bytes:
+    def _receive_steady(self, data: Union[bytes, memoryview]) -> bytes:
         """:meth:`receive` once the handshake is done and nothing waits: the
         usual case, written out (one call per OpenSSL step)."""
         connection = self._connection
@@ -269,7 +269,7 @@ class TLSEngine:
             raise self._error from error
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def send(self, plaintext: bytes) -> None:
+    def send(self, plaintext: Union[bytes, memoryview]) -> None:
         """Queue application data; it is encrypted once the handshake is done.
 
         Raises:
