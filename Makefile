@@ -39,8 +39,14 @@ system-deps:
 		echo "note: PostgreSQL not found; its tests will be skipped (sudo apt-get install postgresql)"; \
 	fi
 
+# The TLS files run twice: with the engine's direct OpenSSL calls (the
+# default) and with pyOpenSSL's public methods only (SYNCPB_TLS_DIRECT=0).
+TLS_TESTS = tests/test_tls_engine.py tests/test_tls_direct.py tests/test_tls_e2e.py \
+	tests/test_transports.py tests/interop/test_transports_interop.py
+
 test: system-deps $(VENV)/.test
 	$(BIN)/python -m pytest
+	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)
 
 bench: system-deps $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py --rounds 5

@@ -72,6 +72,7 @@ from OpenSSL import SSL
 from syncpb.errors import (CertificateExpired, CertificateUntrusted,
                            ClientCertificateRequired, HostnameMismatch, NotTLSPeer, TLSError)
 
+from . import direct
 from .context import (ClientTLS, ServerTLS, VerifyFailure, VerifyLog, check_server_name,
                       is_ip_address)
 
@@ -159,6 +160,7 @@ class TLSEngine:
                              f"{'server' if server_side else 'client'} engine")
         self.server_side = server_side
         self._connection = SSL.Connection(tls.context, None)
+        self._direct = direct.bind(self._connection)
         self._verify_log = VerifyLog()
         self._connection.set_app_data(self._verify_log)
         self._queued: List[memoryview] = []
@@ -252,14 +254,17 @@ class TLSEngine:
 
     def _receive_steady(self, data: Union[bytes, memoryview]) -> bytes:
         """:meth:`receive` once the handshake is done and nothing waits: the
-        usual case, written out (one call per OpenSSL step)."""
+        usual case, written out (see :mod:`syncpb.tls.direct`)."""
         connection = self._connection
         chunks: List[bytes] = []
         try:
-            if data:
-                connection.bio_write(data)
-            while True:
-                chunks.append(connection.recv(_CHUNK))
+            if self._direct is not None:
+                chunks, self._closed_by_peer = self._direct.receive(data)
+            else:
+                if data:
+                    connection.bio_write(data)
+                while True:
+                    chunks.append(connection.recv(_CHUNK))
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
@@ -279,7 +284,10 @@ class TLSEngine:
         if self._handshake_done and not (self._queued or self._closing or self._error) \
                 and plaintext:
             try:  # the usual case, written out: one record straight into the BIO
-                written = self._connection.send(plaintext)
+                if self._direct is not None:
+                    written = self._direct.send(plaintext)
+                else:
+                    written = self._connection.send(plaintext)
             except SSL.WantReadError:  # a key update: the peer must speak first
                 written = 0
             except SSL.Error as error:
@@ -301,6 +309,8 @@ class TLSEngine:
 
         Never raises: after a failure it returns the alert for the peer.
         """
+        if self._direct is not None:
+            return self._direct.data_to_send()
         chunks = []
         while True:
             try:

@@ -167,7 +167,11 @@ class TLSStream:
             TLSStreamError: the peer's TLS failed (an OSError).
         """
         view, array = _read_buffer()
-        cipher = view[:self._inner.recv_into(array)]
+        try:  # under gevent, data is usually there already: skip the hub's wait
+            count = self._raw.recv_into(array)
+        except BlockingIOError:
+            count = self._inner.recv_into(array)
+        cipher = view[:count]
         with self._lock:
             try:
                 if not cipher:

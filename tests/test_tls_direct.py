@@ -1,0 +1,135 @@
+"""The TLS engine's direct OpenSSL calls against pyOpenSSL's public methods.
+
+Theory: :mod:`syncpb.tls.direct` must be invisible except for speed. Each
+test builds the same exchange twice, once with direct calls and once with
+``SYNCPB_TLS_DIRECT=0`` (pyOpenSSL's public methods only), over real
+in-memory handshakes, and requires the same plaintext, the same close and
+the same errors. ``make test`` also runs every TLS test file a second time
+with ``SYNCPB_TLS_DIRECT=0``, so both paths pass the whole TLS suite.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import List, Optional, Tuple
+
+import pytest
+
+from syncpb.errors import TLSError
+from syncpb.tls import direct
+from syncpb.tls.context import client_context, server_context
+from syncpb.tls.engine import TLSEngine
+
+from tlscerts import TLSMaterial
+
+pytestmark = pytest.mark.timeout(30)
+
+PATHS = ["direct", "public"]
+
+
+def pair(material: TLSMaterial, path: str, monkeypatch: pytest.MonkeyPatch,
+         version: Optional[str] = None) -> Tuple[TLSEngine, TLSEngine]:
+    """A client and a server engine with their handshake done, on ``path``."""
+    monkeypatch.setenv("SYNCPB_TLS_DIRECT", "1" if path == "direct" else "0")
+    server_tls = server_context(material.server.cert_path, material.server.key_path)
+    if version == "TLSv1.2":
+        from OpenSSL import SSL
+        server_tls.context.set_max_proto_version(SSL.TLS1_2_VERSION)
+    client = TLSEngine(client_context(ca=material.ca.cert_path), False, "localhost")
+    server = TLSEngine(server_tls, True)
+    assert (client._direct is not None) == (path == "direct")
+    assert (server._direct is not None) == (path == "direct")
+    for _ in range(10):
+        out = client.data_to_send()
+        if out:
+            server.receive(out)
+        back = server.data_to_send()
+        if back:
+            client.receive(back)
+        if not out and not back:
+            break
+    assert client.handshake_done and server.handshake_done
+    client.receive(b"")  # TLS 1.3 session tickets arrived with the last flight
+    return client, server
+
+
+def test_switch_and_availability(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCPB_TLS_DIRECT", "0")
+    assert not direct.enabled()
+    monkeypatch.setenv("SYNCPB_TLS_DIRECT", "1")
+    assert direct.enabled()  # this pyOpenSSL has the attributes it relies on
+
+
+def exchange(material: TLSMaterial, path: str, monkeypatch: pytest.MonkeyPatch,
+             version: Optional[str]) -> List[bytes]:
+    """Messages of many sizes both ways, ciphertext cut at random places."""
+    client, server = pair(material, path, monkeypatch, version)
+    cuts = random.Random(7)
+    got: List[bytes] = []
+    for size in [1, 40, 16383, 16384, 16385, 100_000, 1 << 20]:
+        message = bytes(cuts.randrange(256) for _ in range(min(size, 64))) * (size // 64 + 1)
+        message = message[:size]
+        for sender, receiver in ((client, server), (server, client)):
+            sender.send(message)
+            cipher = sender.data_to_send()
+            plain = bytearray()
+            start = 0
+            while start < len(cipher):
+                end = min(len(cipher), start + cuts.randrange(1, 40_000))
+                plain += receiver.receive(memoryview(cipher)[start:end])
+                start = end
+            assert plain == message
+            got.append(bytes(plain))
+    return got
+
+
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_both_paths_deliver_the_same_bytes(tls_material: TLSMaterial, version: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (exchange(tls_material, "direct", monkeypatch, version)
+            == exchange(tls_material, "public", monkeypatch, version))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_close_notify(tls_material: TLSMaterial, path: str,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    client, server = pair(tls_material, path, monkeypatch)
+    server.send(b"last words")
+    server.close()
+    assert client.receive(server.data_to_send()) == b"last words"
+    assert client.closed_by_peer
+    assert client.receive_eof() is True
+
+
+def corrupted(tls_material: TLSMaterial, path: str,
+              monkeypatch: pytest.MonkeyPatch) -> Tuple[str, str, bytes]:
+    """Flip one byte of a record: the error, the alert the receiver then sends."""
+    client, server = pair(tls_material, path, monkeypatch)
+    client.send(b"x" * 100)
+    record = bytearray(client.data_to_send())
+    record[-3] ^= 0x01
+    with pytest.raises(TLSError) as caught:
+        server.receive(bytes(record))
+    with pytest.raises(TLSError):  # failed for good, on either path
+        server.send(b"more")
+    alert = server.data_to_send()
+    return type(caught.value).__name__, str(caught.value), alert
+
+
+def test_a_bad_record_fails_the_same_way(tls_material: TLSMaterial,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    direct_kind, direct_text, direct_alert = corrupted(tls_material, "direct", monkeypatch)
+    public_kind, public_text, public_alert = corrupted(tls_material, "public", monkeypatch)
+    assert (direct_kind, direct_text) == (public_kind, public_text)
+    assert "after the handshake" in direct_text and "bad record mac" in direct_text
+    assert direct_alert and public_alert  # both tell the peer why (an encrypted alert)
+    assert len(direct_alert) == len(public_alert)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sending_after_close_is_refused(tls_material: TLSMaterial, path: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = pair(tls_material, path, monkeypatch)
+    client.close()
+    with pytest.raises(ValueError):
+        client.send(b"too late")

@@ -1,0 +1,156 @@
+"""The TLS engine's steady-state calls, made straight into OpenSSL.
+
+Theory of operation
+-------------------
+Once a handshake is done, a PB call over TLS costs each side four OpenSSL
+steps: write the arriving ciphertext into the incoming memory BIO, read
+the plaintext out (``SSL_read`` until it wants more), encrypt the answer
+(``SSL_write``) and drain the outgoing BIO. pyOpenSSL wraps each step in
+a Python method that checks its arguments, allocates a fresh buffer,
+inspects three callback helpers and, for the normal "nothing more to
+read" outcome, raises and catches ``WantReadError``. For small messages
+that wrapping costs several times what OpenSSL itself does.
+
+:class:`DirectCalls` makes the same four steps through the very binding
+pyOpenSSL uses (``OpenSSL._util.lib``, which is cryptography's OpenSSL),
+on the same ``SSL`` object and memory BIOs, with return codes instead of
+exceptions for the outcomes of a healthy connection: data, "want read",
+and close_notify. Anything else (an alert, a bad record, a key update
+waiting for the peer) goes to pyOpenSSL's own error translation with the
+same result code and OpenSSL's error queue untouched, so the engine sees
+exactly the ``SSL.Error`` it would have seen from the public methods.
+
+It relies on pyOpenSSL's private attributes (``_ssl``, ``_into_ssl``,
+``_from_ssl``, ``_raise_ssl_error``), so :func:`bind` checks they exist and returns None when
+they do not (another pyOpenSSL version); the engine then uses the public
+methods throughout. ``SYNCPB_TLS_DIRECT=0`` in the environment forces
+that too: it is how the tests run every TLS test both ways.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List, Optional, Tuple, Union
+
+__all__ = ["DirectCalls", "bind", "enabled"]
+
+_CHUNK = 65536
+
+
+def _load() -> Any:
+    """The binding pyOpenSSL calls OpenSSL through, if it has what we need."""
+    try:
+        from OpenSSL._util import ffi, lib
+    except ImportError:  # pragma: no cover - another pyOpenSSL layout
+        return None
+    needed = ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write",
+              "SSL_ERROR_WANT_READ", "SSL_ERROR_ZERO_RETURN")
+    if not all(hasattr(lib, name) for name in needed):  # pragma: no cover
+        return None
+    return ffi, lib
+
+
+_BINDING = _load()
+
+
+def enabled() -> bool:
+    """Direct calls are available and not switched off (``SYNCPB_TLS_DIRECT=0``)."""
+    return _BINDING is not None and os.environ.get("SYNCPB_TLS_DIRECT", "1") != "0"
+
+
+class DirectCalls:
+    """The steady-state steps of one pyOpenSSL connection, made directly.
+
+    A step that does not go the healthy way raises what pyOpenSSL's own
+    method would: the result code goes to pyOpenSSL's error translation.
+    """
+
+    __slots__ = ("_ssl", "_into", "_from", "_ffi", "_lib", "_alloc", "_want_read",
+                 "_zero_return", "_raise")
+
+    def __init__(self, connection: Any) -> None:
+        ffi, lib = _BINDING
+        self._ssl = connection._ssl
+        self._into = connection._into_ssl
+        self._from = connection._from_ssl
+        self._raise = connection._raise_ssl_error  # turns a failed step into SSL.Error
+        self._ffi = ffi
+        self._lib = lib
+        # pyOpenSSL's own choice: buffers OpenSSL fills need no zeroing.
+        self._alloc = ffi.new_allocator(should_clear_after_alloc=False)
+        self._want_read = lib.SSL_ERROR_WANT_READ
+        self._zero_return = lib.SSL_ERROR_ZERO_RETURN
+
+    def receive(self, data: Union[bytes, memoryview]) -> Tuple[List[bytes], bool]:
+        """Put ``data`` into the incoming BIO and decrypt all that is complete.
+
+        Returns:
+            The plaintext chunks, and whether the peer sent close_notify.
+
+        Raises:
+            OpenSSL.SSL.Error: as pyOpenSSL's ``recv`` raises it.
+        """
+        ffi, lib, ssl = self._ffi, self._lib, self._ssl
+        if data:
+            with ffi.from_buffer(data) as cdata:
+                if lib.BIO_write(self._into, cdata, len(cdata)) != len(cdata):
+                    raise MemoryError("OpenSSL could not take incoming TLS data")
+        chunks: List[bytes] = []
+        buffer = self._alloc("char[]", _CHUNK)
+        while True:
+            count = lib.SSL_read(ssl, buffer, _CHUNK)
+            if count > 0:
+                chunks.append(ffi.buffer(buffer, count)[:])
+                continue
+            reason = lib.SSL_get_error(ssl, count)
+            if reason == self._want_read:
+                return chunks, False
+            if reason == self._zero_return:
+                return chunks, True
+            self._raise(ssl, count)  # the error queue is as SSL_read left it
+            return chunks, False  # pragma: no cover - _raise always raises here
+
+    def send(self, plaintext: Union[bytes, memoryview]) -> int:
+        """Encrypt ``plaintext`` into the outgoing BIO.
+
+        Returns:
+            How much was taken (all of it, into a memory BIO).
+
+        Raises:
+            OpenSSL.SSL.Error: as pyOpenSSL's ``send`` raises it
+                (``WantReadError`` when a key update waits for the peer).
+        """
+        with self._ffi.from_buffer(plaintext) as cdata:
+            count = self._lib.SSL_write(self._ssl, cdata, len(cdata))
+        if count <= 0:
+            self._raise(self._ssl, count)
+        return int(count)
+
+    def data_to_send(self) -> bytes:
+        """Drain the outgoing BIO (b"" when it is empty)."""
+        ffi, lib, source = self._ffi, self._lib, self._from
+        buffer = self._alloc("char[]", _CHUNK)
+        count = lib.BIO_read(source, buffer, _CHUNK)
+        if count <= 0:
+            return b""
+        first = ffi.buffer(buffer, count)[:]
+        if count < _CHUNK:  # a memory BIO hands over all it has at once
+            return first
+        chunks = [first]
+        while count == _CHUNK:
+            count = lib.BIO_read(source, buffer, _CHUNK)
+            if count > 0:
+                chunks.append(ffi.buffer(buffer, count)[:])
+        return b"".join(chunks)
+
+
+def bind(connection: Any) -> Optional[DirectCalls]:
+    """Direct calls for ``connection``, or None when they cannot (or must not) be used."""
+    if not enabled():
+        return None
+    if not all(hasattr(connection, name)
+               for name in ("_ssl", "_into_ssl", "_from_ssl", "_raise_ssl_error")):
+        return None  # pragma: no cover - another pyOpenSSL version
+    if connection._into_ssl is None or connection._from_ssl is None:
+        return None  # a connection over a real socket, not memory BIOs
+    return DirectCalls(connection)
