@@ -70,8 +70,11 @@ def exchange(material: TLSMaterial, path: str, monkeypatch: pytest.MonkeyPatch,
         message = bytes(cuts.randrange(256) for _ in range(min(size, 64))) * (size // 64 + 1)
         message = message[:size]
         for sender, receiver in ((client, server), (server, client)):
-            sender.send(message)
-            cipher = sender.data_to_send()
+            if sender is client:  # both ways of encrypting: send() + data_to_send()...
+                sender.send(message)
+                cipher = sender.data_to_send()
+            else:  # ... and encrypt(), which streams use
+                cipher = sender.encrypt(message)
             plain = bytearray()
             start = 0
             while start < len(cipher):
@@ -105,8 +108,7 @@ def corrupted(tls_material: TLSMaterial, path: str,
               monkeypatch: pytest.MonkeyPatch) -> Tuple[str, str, bytes]:
     """Flip one byte of a record: the error, the alert the receiver then sends."""
     client, server = pair(tls_material, path, monkeypatch)
-    client.send(b"x" * 100)
-    record = bytearray(client.data_to_send())
+    record = bytearray(client.encrypt(b"x" * 100))
     record[-3] ^= 0x01
     with pytest.raises(TLSError) as caught:
         server.receive(bytes(record))
@@ -133,3 +135,28 @@ def test_sending_after_close_is_refused(tls_material: TLSMaterial, path: str,
     client.close()
     with pytest.raises(ValueError):
         client.send(b"too late")
+    with pytest.raises(ValueError):
+        client.encrypt(b"too late")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_encrypt_before_the_handshake_queues(tls_material: TLSMaterial, path: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCPB_TLS_DIRECT", "1" if path == "direct" else "0")
+    client = TLSEngine(client_context(ca=tls_material.ca.cert_path), False, "localhost")
+    server = TLSEngine(server_context(tls_material.server.cert_path,
+                                      tls_material.server.key_path), True)
+    hello = client.encrypt(b"early")  # only the ClientHello may go yet
+    assert hello[:1] == b"\x16"  # a handshake record
+    got = b""
+    out = hello
+    for _ in range(10):
+        if out:
+            got += server.receive(out)
+        back = server.data_to_send()
+        if back:
+            client.receive(back)
+        out = client.data_to_send()
+        if not back and not out:
+            break
+    assert got == b"early"

@@ -126,6 +126,25 @@ class DirectCalls:
             self._raise(self._ssl, count)
         return int(count)
 
+    def seal(self, plaintext: Union[bytes, memoryview]) -> Tuple[int, bytes]:
+        """:meth:`send`, then :meth:`data_to_send`, in one step.
+
+        Returns:
+            How much plaintext was taken, and all the ciphertext waiting.
+        """
+        ffi, lib = self._ffi, self._lib
+        with ffi.from_buffer(plaintext) as cdata:
+            count = lib.SSL_write(self._ssl, cdata, len(cdata))
+        if count <= 0:
+            self._raise(self._ssl, count)
+        buffer = self._alloc("char[]", _CHUNK)
+        out = lib.BIO_read(self._from, buffer, _CHUNK)
+        if out <= 0:
+            return int(count), b""
+        if out < _CHUNK:  # a memory BIO hands over all it has at once
+            return int(count), ffi.buffer(buffer, out)[:]
+        return int(count), ffi.buffer(buffer, out)[:] + self.data_to_send()
+
     def data_to_send(self) -> bytes:
         """Drain the outgoing BIO (b"" when it is empty)."""
         ffi, lib, source = self._ffi, self._lib, self._from

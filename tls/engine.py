@@ -245,26 +245,21 @@ class TLSEngine:
             TLSError: (a subclass of) the handshake failed or a record was
                 bad; see the module doc. Flush :meth:`data_to_send` after it.
         """
-        if self._handshake_done and not (self._queued or self._closing or self._error):
-            return self._receive_steady(data)
-        self._raise_if_failed()
-        if data:
-            self._connection.bio_write(data)
-        return self._guarded(self._process)
-
-    def _receive_steady(self, data: Union[bytes, memoryview]) -> bytes:
-        """:meth:`receive` once the handshake is done and nothing waits: the
-        usual case, written out (see :mod:`syncpb.tls.direct`)."""
-        connection = self._connection
+        if not self._handshake_done or self._queued or self._closing or self._error:
+            self._raise_if_failed()
+            if data:
+                self._connection.bio_write(data)
+            return self._guarded(self._process)
+        # The steady state (handshake done, nothing waiting), written out.
         chunks: List[bytes] = []
         try:
             if self._direct is not None:
                 chunks, self._closed_by_peer = self._direct.receive(data)
             else:
                 if data:
-                    connection.bio_write(data)
+                    self._connection.bio_write(data)
                 while True:
-                    chunks.append(connection.recv(_CHUNK))
+                    chunks.append(self._connection.recv(_CHUNK))
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
@@ -273,6 +268,29 @@ class TLSEngine:
             self._error = self._classify(error)
             raise self._error from error
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def encrypt(self, plaintext: Union[bytes, memoryview]) -> bytes:
+        """:meth:`send` then :meth:`data_to_send`: the ciphertext to write now.
+
+        Raises:
+            TLSError: the engine already failed.
+            ValueError: :meth:`close` was called.
+        """
+        if self._direct is not None and self._handshake_done and plaintext \
+                and not (self._queued or self._closing or self._error):
+            try:  # the usual case: one record straight in, and out again
+                written, cipher = self._direct.seal(plaintext)
+            except SSL.WantReadError:  # a key update: the peer must speak first
+                written, cipher = 0, b""
+            except SSL.Error as error:
+                self._error = self._classify(error)
+                raise self._error from error
+            if written == len(plaintext):
+                return cipher
+            self.send(memoryview(plaintext)[written:])
+            return cipher + self.data_to_send()
+        self.send(plaintext)
+        return self.data_to_send()
 
     def send(self, plaintext: Union[bytes, memoryview]) -> None:
         """Queue application data; it is encrypted once the handshake is done.

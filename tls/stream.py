@@ -192,27 +192,43 @@ class TLSStream:
     def send(self, data: bytes, flags: int = 0) -> int:
         """Encrypt all of ``data``; write what the socket takes now
         (``MSG_DONTWAIT``) or everything. Returns ``len(data)``."""
-        self._encrypt(data)
-        if flags & _DONTWAIT:
+        if not flags & _DONTWAIT:
+            self.sendall(data)
+        elif self._out or not data:
+            self._encrypt(data)
             self._write_some()
-        else:
-            self._write_all()
+        else:  # no backlog (the usual case): write the records as they come
+            out = self._seal(data)
+            try:
+                sent = self._raw.send(out, _DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(out):
+                self._put_back(memoryview(out)[sent:])
         return len(data)
 
     def sendall(self, data: bytes) -> None:
         """Encrypt and write ``data`` (``b""``: just the backlog)."""
-        self._encrypt(data)
-        self._write_all()
+        if self._out or not data:
+            self._encrypt(data)
+            self._write_all()
+        else:
+            self._inner.sendall(self._seal(data))
 
-    def _encrypt(self, data: bytes) -> None:
-        if not data:
-            return
+    def _seal(self, data: bytes) -> bytes:
+        """The records carrying ``data`` (and anything the engine had waiting)."""
         with self._lock:
             try:
-                self._engine.send(data)
+                return self._engine.encrypt(data)
             except (TLSError, ValueError) as exc:
                 raise OSError(f"TLS stream closed: {exc}") from exc
-            self._out += self._engine.data_to_send()
+
+    def _encrypt(self, data: bytes) -> None:
+        """Add the records carrying ``data`` to the backlog."""
+        if data:
+            out = self._seal(data)
+            with self._lock:
+                self._out += out
 
     def _take(self) -> bytes:
         with self._lock:
@@ -220,7 +236,7 @@ class TLSStream:
             self._out.clear()
         return out
 
-    def _put_back(self, rest: bytes) -> None:
+    def _put_back(self, rest: Any) -> None:
         with self._lock:
             self._out[:0] = rest
 
