@@ -160,3 +160,29 @@ def test_encrypt_before_the_handshake_queues(tls_material: TLSMaterial, path: st
         if not back and not out:
             break
     assert got == b"early"
+
+
+def test_a_large_message_goes_in_whole(tls_material: TLSMaterial,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyOpenSSL's contexts allow partial writes (one record per SSL_write):
+    the direct path takes a message of many records in one step, so the
+    engine never falls back to queueing it."""
+    client, server = pair(tls_material, "direct", monkeypatch)
+    message = bytes(range(256)) * 1024  # 256 KiB: 16 records
+    assert client._direct is not None
+    cipher = client.encrypt(message)
+    assert not client._queued
+    assert client._direct.send(b"y" * 40_000) == 40_000
+    assert server.receive(cipher + client.data_to_send()) == message + b"y" * 40_000
+
+
+def test_more_plaintext_than_the_read_expects(tls_material: TLSMaterial,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct read sizes its buffer from the bytes it is given; records
+    already waiting in the BIO (put there by another step) still all come out."""
+    client, server = pair(tls_material, "direct", monkeypatch)
+    message = bytes(range(256)) * 1024
+    server._connection.bio_write(client.encrypt(message))  # waiting, unread
+    tail = client.encrypt(b"and the rest")
+    assert server.receive(tail) == message + b"and the rest"
+    assert server.receive(b"") == b""

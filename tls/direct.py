@@ -36,6 +36,10 @@ __all__ = ["DirectCalls", "bind", "enabled"]
 
 _CHUNK = 65536
 
+#: The most ciphertext a memory BIO may hold back between reads: one
+#: incomplete record (16 KiB of data, its header, tag and padding).
+_HELD_BACK = 16384 + 2048
+
 
 def _load() -> Any:
     """The binding pyOpenSSL calls OpenSSL through, if it has what we need."""
@@ -95,13 +99,23 @@ class DirectCalls:
             with ffi.from_buffer(data) as cdata:
                 if lib.BIO_write(self._into, cdata, len(cdata)) != len(cdata):
                     raise MemoryError("OpenSSL could not take incoming TLS data")
+        # Room for all the plaintext this data completes: at most its own
+        # size plus one partial record held back from before. Records are
+        # decrypted one after another into it, and copied out once.
+        room = len(data) + _HELD_BACK
+        buffer = self._alloc("char[]", room)
         chunks: List[bytes] = []
-        buffer = self._alloc("char[]", _CHUNK)
+        filled = 0
         while True:
-            count = lib.SSL_read(ssl, buffer, _CHUNK)
+            if filled == room:  # more than expected: hand this much over, go on
+                chunks.append(ffi.buffer(buffer, filled)[:])
+                filled = 0
+            count = lib.SSL_read(ssl, buffer + filled, room - filled)
             if count > 0:
-                chunks.append(ffi.buffer(buffer, count)[:])
+                filled += count
                 continue
+            if filled:
+                chunks.append(ffi.buffer(buffer, filled)[:])
             reason = lib.SSL_get_error(ssl, count)
             if reason == self._want_read:
                 return chunks, False
@@ -114,17 +128,29 @@ class DirectCalls:
         """Encrypt ``plaintext`` into the outgoing BIO.
 
         Returns:
-            How much was taken (all of it, into a memory BIO).
+            How much was taken: all of it, unless a step failed after the
+            first record (the caller then repeats the rest, which raises).
 
         Raises:
             OpenSSL.SSL.Error: as pyOpenSSL's ``send`` raises it
                 (``WantReadError`` when a key update waits for the peer).
         """
         with self._ffi.from_buffer(plaintext) as cdata:
-            count = self._lib.SSL_write(self._ssl, cdata, len(cdata))
-        if count <= 0:
-            self._raise(self._ssl, count)
-        return int(count)
+            return self._write(cdata, len(cdata))
+
+    def _write(self, cdata: Any, size: int) -> int:
+        """``SSL_write`` until all of ``size`` bytes are in: pyOpenSSL's
+        contexts allow partial writes, so each call takes one record."""
+        lib, ssl = self._lib, self._ssl
+        done = 0
+        while done < size:
+            count = lib.SSL_write(ssl, cdata + done, size - done)
+            if count <= 0:
+                if done:
+                    return done
+                self._raise(ssl, count)
+            done += count
+        return done
 
     def seal(self, plaintext: Union[bytes, memoryview]) -> Tuple[int, bytes]:
         """:meth:`send`, then :meth:`data_to_send`, in one step.
@@ -132,18 +158,9 @@ class DirectCalls:
         Returns:
             How much plaintext was taken, and all the ciphertext waiting.
         """
-        ffi, lib = self._ffi, self._lib
-        with ffi.from_buffer(plaintext) as cdata:
-            count = lib.SSL_write(self._ssl, cdata, len(cdata))
-        if count <= 0:
-            self._raise(self._ssl, count)
-        buffer = self._alloc("char[]", _CHUNK)
-        out = lib.BIO_read(self._from, buffer, _CHUNK)
-        if out <= 0:
-            return int(count), b""
-        if out < _CHUNK:  # a memory BIO hands over all it has at once
-            return int(count), ffi.buffer(buffer, out)[:]
-        return int(count), ffi.buffer(buffer, out)[:] + self.data_to_send()
+        with self._ffi.from_buffer(plaintext) as cdata:
+            written = self._write(cdata, len(cdata))
+        return written, self.data_to_send()
 
     def data_to_send(self) -> bytes:
         """Drain the outgoing BIO (b"" when it is empty)."""
