@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.base: $(BIN)/python setup.py
+$(VENV)/.base: $(BIN)/python setup.py tls/_records.c
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
@@ -39,13 +39,15 @@ system-deps:
 		echo "note: PostgreSQL not found; its tests will be skipped (sudo apt-get install postgresql)"; \
 	fi
 
-# The TLS files run twice: with the engine's direct OpenSSL calls (the
-# default) and with pyOpenSSL's public methods only (SYNCPB_TLS_DIRECT=0).
+# The TLS files run three times: with the compiled record path (the default,
+# built by `pip install -e .`), with the direct OpenSSL calls from Python
+# (SYNCPB_PURE=1) and with pyOpenSSL's public methods only (SYNCPB_TLS_DIRECT=0).
 TLS_TESTS = tests/test_tls_engine.py tests/test_tls_direct.py tests/test_tls_e2e.py \
 	tests/test_transports.py tests/interop/test_transports_interop.py
 
 test: system-deps $(VENV)/.test
 	$(BIN)/python -m pytest
+	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS)
 	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)
 
 bench: system-deps $(VENV)/.bench
@@ -55,4 +57,4 @@ bench: system-deps $(VENV)/.bench
 	$(BIN)/python benchmarks/pool_handoff.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache tls/*.so

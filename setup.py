@@ -5,7 +5,14 @@
 ``tls`` name is claimed.
 """
 
-from setuptools import setup
+from setuptools import Extension, setup
+
+# Optional compiled parts: each has a pure-Python path it is tested against,
+# so a machine without a C compiler still installs (setuptools prints the
+# failure and goes on).
+EXTENSIONS = [
+    Extension("syncpb.tls._records", ["tls/_records.c"], optional=True),
+]
 
 setup(
     name="syncpb",
@@ -21,6 +28,7 @@ setup(
         "syncpb.tls": "tls",
     },
     package_data={"syncpb": ["py.typed"]},
+    ext_modules=EXTENSIONS,
     install_requires=[
         "gevent>=23.9",
         "pyopenssl>=23.2",

@@ -49,7 +49,7 @@ log = logging.getLogger("syncpb")
 # Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
 # on every recv, which costs more than the whole rest of a small call.
 RECV_SIZE = 64 * 1024
-_DONTWAIT = stdlib_socket.MSG_DONTWAIT
+_DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
 
 
 #: The attribute :func:`syncpb.adapters.blocking` sets on a method that must

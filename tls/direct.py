@@ -20,19 +20,31 @@ waiting for the peer) goes to pyOpenSSL's own error translation with the
 same result code and OpenSSL's error queue untouched, so the engine sees
 exactly the ``SSL.Error`` it would have seen from the public methods.
 
+:class:`CompiledCalls` goes one step further where the optional C
+extension ``syncpb.tls._records`` was built: each step is then a single
+call into C, which calls the same OpenSSL functions (their addresses taken
+from the same binding) on the same objects. What a failed step means is
+still decided here, by pyOpenSSL. ``SYNCPB_PURE=1`` leaves the extension
+out; without it (no compiler at install time) one log line says so.
+
 It relies on pyOpenSSL's private attributes (``_ssl``, ``_into_ssl``,
 ``_from_ssl``, ``_raise_ssl_error``), so :func:`bind` checks they exist and returns None when
 they do not (another pyOpenSSL version); the engine then uses the public
 methods throughout. ``SYNCPB_TLS_DIRECT=0`` in the environment forces
-that too: it is how the tests run every TLS test both ways.
+that too. The tests run every TLS test all three ways.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 from typing import Any, List, Optional, Tuple, Union
 
-__all__ = ["DirectCalls", "bind", "enabled"]
+__all__ = ["CLOSED", "FAILED", "WANT_MORE", "CompiledCalls", "DirectCalls", "bind",
+           "compiled", "enabled"]
+
+log = logging.getLogger("syncpb.tls")
 
 _CHUNK = 65536
 
@@ -62,6 +74,42 @@ def enabled() -> bool:
     return _BINDING is not None and os.environ.get("SYNCPB_TLS_DIRECT", "1") != "0"
 
 
+_records: Any = None
+_records_tried = False
+
+
+def _load_records() -> Any:
+    """The C record path, bound to pyOpenSSL's OpenSSL (None if not built)."""
+    global _records, _records_tried
+    if not _records_tried:
+        _records_tried = True
+        try:
+            module = importlib.import_module(f"{__package__}._records")
+        except ImportError as exc:
+            log.info("syncpb.tls: the compiled TLS record path is not built (%s); "
+                     "using the Python one", exc)
+            return None
+        ffi, lib = _BINDING
+        raw = getattr(lib, "_original_lib", lib)  # cryptography wraps its cffi lib
+        try:
+            addresses = [int(ffi.cast("uintptr_t", ffi.addressof(raw, name)))
+                         for name in ("SSL_read", "SSL_write", "SSL_get_error",
+                                      "BIO_read", "BIO_write")]
+        except (AttributeError, TypeError) as exc:  # pragma: no cover - another binding
+            log.info("syncpb.tls: OpenSSL's functions cannot be handed to the compiled "
+                     "TLS record path (%s); using the Python one", exc)
+            return None
+        module.bind(*addresses, lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_ZERO_RETURN)
+        _records = module
+    return _records
+
+
+def compiled() -> bool:
+    """The C record path is built and in use (``SYNCPB_PURE=1`` leaves it out)."""
+    return (enabled() and os.environ.get("SYNCPB_PURE", "0") != "1"
+            and _load_records() is not None)
+
+
 class DirectCalls:
     """The steady-state steps of one pyOpenSSL connection, made directly.
 
@@ -85,11 +133,11 @@ class DirectCalls:
         self._want_read = lib.SSL_ERROR_WANT_READ
         self._zero_return = lib.SSL_ERROR_ZERO_RETURN
 
-    def receive(self, data: Union[bytes, memoryview]) -> Tuple[List[bytes], bool]:
+    def receive(self, data: Union[bytes, memoryview]) -> Tuple[bytes, bool]:
         """Put ``data`` into the incoming BIO and decrypt all that is complete.
 
         Returns:
-            The plaintext chunks, and whether the peer sent close_notify.
+            The plaintext, and whether the peer sent close_notify.
 
         Raises:
             OpenSSL.SSL.Error: as pyOpenSSL's ``recv`` raises it.
@@ -117,12 +165,13 @@ class DirectCalls:
             if filled:
                 chunks.append(ffi.buffer(buffer, filled)[:])
             reason = lib.SSL_get_error(ssl, count)
+            plain = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if reason == self._want_read:
-                return chunks, False
+                return plain, False
             if reason == self._zero_return:
-                return chunks, True
+                return plain, True
             self._raise(ssl, count)  # the error queue is as SSL_read left it
-            return chunks, False  # pragma: no cover - _raise always raises here
+            return plain, False  # pragma: no cover - _raise always raises here
 
     def send(self, plaintext: Union[bytes, memoryview]) -> int:
         """Encrypt ``plaintext`` into the outgoing BIO.
@@ -180,6 +229,48 @@ class DirectCalls:
         return b"".join(chunks)
 
 
+class CompiledCalls(DirectCalls):
+    """:class:`DirectCalls` with receiving and sealing made in C
+    (``syncpb.tls._records``); same results, same errors.
+
+    The engine calls :attr:`records` itself in the steady state (one call
+    per step) and :meth:`fail` when a step did not go the healthy way.
+    """
+
+    __slots__ = ("records",)
+
+    def __init__(self, connection: Any) -> None:
+        super().__init__(connection)
+        ffi = self._ffi
+        self.records = _records.Records(
+            int(ffi.cast("uintptr_t", self._ssl)), int(ffi.cast("uintptr_t", self._into)),
+            int(ffi.cast("uintptr_t", self._from)), connection)
+
+    def fail(self, result: int) -> None:
+        """Raise what pyOpenSSL makes of a failed step's ``result`` (OpenSSL's
+        error queue is as the step left it)."""
+        self._raise(self._ssl, result)
+
+    def receive(self, data: Union[bytes, memoryview]) -> Tuple[bytes, bool]:
+        plain, status, result = self.records.receive(data)
+        if status == FAILED:
+            self.fail(result)
+        return plain, status == CLOSED
+
+    def seal(self, plaintext: Union[bytes, memoryview]) -> Tuple[int, bytes]:
+        written, cipher, result = self.records.seal(plaintext)
+        if cipher is None:
+            self.fail(result)  # the first SSL_write failed
+        return written, cipher
+
+    def data_to_send(self) -> bytes:
+        return self.records.drain()  # type: ignore[no-any-return]
+
+
+#: How a step of the C record path ended (``syncpb.tls._records``).
+WANT_MORE, CLOSED, FAILED = 0, 1, 2
+
+
 def bind(connection: Any) -> Optional[DirectCalls]:
     """Direct calls for ``connection``, or None when they cannot (or must not) be used."""
     if not enabled():
@@ -189,4 +280,6 @@ def bind(connection: Any) -> Optional[DirectCalls]:
         return None  # pragma: no cover - another pyOpenSSL version
     if connection._into_ssl is None or connection._from_ssl is None:
         return None  # a connection over a real socket, not memory BIOs
+    if compiled():
+        return CompiledCalls(connection)
     return DirectCalls(connection)

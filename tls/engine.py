@@ -161,6 +161,8 @@ class TLSEngine:
         self.server_side = server_side
         self._connection = SSL.Connection(tls.context, None)
         self._direct = direct.bind(self._connection)
+        # The C record path, when built: the steady state calls it straight.
+        self._records = getattr(self._direct, "records", None)
         self._verify_log = VerifyLog()
         self._connection.set_app_data(self._verify_log)
         self._queued: List[memoryview] = []
@@ -251,15 +253,20 @@ class TLSEngine:
                 self._connection.bio_write(data)
             return self._guarded(self._process)
         # The steady state (handshake done, nothing waiting), written out.
+        if self._records is not None:
+            plain, status, result = self._records.receive(data)
+            if status == direct.WANT_MORE:
+                return plain
+            return self._received(plain, status, result)
         chunks: List[bytes] = []
         try:
             if self._direct is not None:
-                chunks, self._closed_by_peer = self._direct.receive(data)
-            else:
-                if data:
-                    self._connection.bio_write(data)
-                while True:
-                    chunks.append(self._connection.recv(_CHUNK))
+                plain, self._closed_by_peer = self._direct.receive(data)
+                return plain
+            if data:
+                self._connection.bio_write(data)
+            while True:
+                chunks.append(self._connection.recv(_CHUNK))
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
@@ -278,6 +285,11 @@ class TLSEngine:
         """
         if self._direct is not None and self._handshake_done and plaintext \
                 and not (self._queued or self._closing or self._error):
+            if self._records is not None:  # the usual case, in one call into C
+                written, cipher, result = self._records.seal(plaintext)
+                if cipher is not None and written == len(plaintext):
+                    return cipher  # type: ignore[no-any-return]
+                return self._sealed(plaintext, written, cipher, result)
             try:  # the usual case: one record straight in, and out again
                 written, cipher = self._direct.seal(plaintext)
             except SSL.WantReadError:  # a key update: the peer must speak first
@@ -291,6 +303,32 @@ class TLSEngine:
             return cipher + self.data_to_send()
         self.send(plaintext)
         return self.data_to_send()
+
+    def _received(self, plain: bytes, status: int, result: int) -> bytes:
+        """The C record path's receive did not end wanting more data."""
+        if status == direct.CLOSED:
+            self._closed_by_peer = True
+            return plain
+        try:
+            self._direct.fail(result)  # type: ignore[union-attr]
+        except SSL.Error as error:
+            self._error = self._classify(error)
+            raise self._error from error
+        return plain  # pragma: no cover - fail() always raises
+
+    def _sealed(self, plaintext: Union[bytes, memoryview], written: int,
+                cipher: Optional[bytes], result: int) -> bytes:
+        """The C record path's seal did not take everything."""
+        if cipher is None:
+            try:
+                self._direct.fail(result)  # type: ignore[union-attr]
+            except SSL.WantReadError:  # a key update: the peer must speak first
+                cipher = b""
+            except SSL.Error as error:
+                self._error = self._classify(error)
+                raise self._error from error
+        self.send(memoryview(plaintext)[written:])
+        return (cipher or b"") + self.data_to_send()
 
     def send(self, plaintext: Union[bytes, memoryview]) -> None:
         """Queue application data; it is encrypted once the handshake is done.

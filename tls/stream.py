@@ -48,7 +48,7 @@ __all__ = ["TLSStream", "TLSStreamError", "handshake"]
 #: one machine: 64 KiB reads about 430 calls/s, 256 KiB 520-590, 1 MiB 740-1,000.
 _READ_SIZE = 1024 * 1024
 _HANDSHAKE_READ = 65536
-_DONTWAIT = stdlib_socket.MSG_DONTWAIT
+_DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
 _allocate_lock = real("_thread", "allocate_lock")
 _buffers = real("_thread", "_local")()
 
@@ -201,7 +201,11 @@ class TLSStream:
             self._encrypt(data)
             self._write_some()
         else:  # no backlog (the usual case): write the records as they come
-            out = self._seal(data)
+            with self._lock:
+                try:
+                    out = self._engine.encrypt(data)
+                except (TLSError, ValueError) as exc:
+                    raise OSError(f"TLS stream closed: {exc}") from exc
             try:
                 sent = self._raw.send(out, _DONTWAIT)
             except BlockingIOError:
