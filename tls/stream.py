@@ -169,26 +169,25 @@ class TLSStream:
             BlockingIOError: what arrived was a TLS record with no data.
             TLSStreamError: the peer's TLS failed (an OSError).
         """
-        view, array = _read_buffer()
+        view, array = getattr(_buffers, "buffer", None) or _read_buffer()
         try:  # under gevent, data is usually there already: skip the hub's wait
             count = self._raw.recv_into(array)
         except BlockingIOError:
             count = self._inner.recv_into(array)
-        cipher = view[:count]
+        engine = self._engine
         with self._lock:
             try:
-                if not cipher:
-                    self._engine.receive_eof()
+                if not count:
+                    engine.receive_eof()
                     return b""
-                plain = self._engine.receive(cipher)
+                plain = engine.receive(view[:count])
             except TLSError as exc:
-                self._out += self._engine.data_to_send()  # the alert saying why
+                self._out += engine.data_to_send()  # the alert saying why
                 raise TLSStreamError(exc) from exc
-            closed = self._engine.closed_by_peer
         # A record the engine wrote in reply (a TLS 1.3 key update) waits in
         # the engine and goes out with our next write: looking for one after
         # every read would cost an OpenSSL exception per call.
-        if plain or closed:
+        if plain or engine.closed_by_peer:
             return plain
         raise BlockingIOError("a TLS record with no application data")
 
