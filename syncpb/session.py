@@ -103,8 +103,6 @@ class Session:
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self.sock = sock
-        #: a stream wrapping another (TLS) that may hold bytes back
-        self._wraps = hasattr(type(sock), "backlog")
         self.broker = broker
         self.name = name
         self.closed = False
@@ -280,7 +278,7 @@ class Session:
             if sent < len(data):
                 queue.appendleft(memoryview(data)[sent:])  # type: ignore[arg-type]
                 return
-            if self._wraps and sock.backlog:
+            if getattr(sock, "backlog", 0):
                 # a wrapping stream (TLS) took it all but still holds bytes to
                 # write: an empty piece makes the next blocking write flush them
                 queue.appendleft(b"")
