@@ -271,3 +271,32 @@ def test_the_compiled_path_holds_its_connection(tls_material: TLSMaterial,
     gc.collect()
     plain, status, _ = records.receive(cipher)
     assert (plain, status) == (b"after the engine is gone", direct.WANT_MORE)
+
+
+def refused_write(tls_material: TLSMaterial, path: str,
+                  monkeypatch: pytest.MonkeyPatch) -> Tuple[str, str]:
+    """OpenSSL refuses the first write of a step (here: the connection was
+    shut down under the engine, which still thinks it is steady)."""
+    client, _ = pair(tls_material, path, monkeypatch)
+    client._connection.shutdown()  # behind the engine's back
+    with pytest.raises(TLSError) as caught:
+        client.encrypt(b"refused")
+    return type(caught.value).__name__, str(caught.value)
+
+
+@pytest.mark.parametrize("path", FAST)
+def test_a_refused_write_fails_the_same_way(tls_material: TLSMaterial, path: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (refused_write(tls_material, path, monkeypatch)
+            == refused_write(tls_material, "public", monkeypatch))
+
+
+def test_the_compiled_path_needs_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    use("compiled", monkeypatch)
+    records = direct._records.Records.__new__(direct._records.Records)
+    with pytest.raises(ValueError, match="not given a connection"):
+        records.receive(b"x")
+    with pytest.raises(ValueError, match="not given a connection"):
+        records.drain()
+    with pytest.raises(ValueError, match="NULL address"):
+        direct._records.Records(0, 0, 0, None)

@@ -67,11 +67,16 @@ typedef struct {
     PyObject *owner;
 } Records;
 
+/* The functions are bound and this object points at a connection. */
 static int
-bound(void)
+ready(Records *self)
 {
     if (p_ssl_read == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "syncpb.tls._records: bind() was not called");
+        return 0;
+    }
+    if (self->ssl == NULL) {
+        PyErr_SetString(PyExc_ValueError, "Records() was not given a connection");
         return 0;
     }
     return 1;
@@ -174,7 +179,7 @@ static PyObject *
 records_receive(Records *self, PyObject *arg)
 {
     Py_buffer view;
-    if (!bound() || PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (!ready(self) || PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     if (view.len > MAX_STEP) {
         PyBuffer_Release(&view);
@@ -247,7 +252,7 @@ static PyObject *
 records_seal(Records *self, PyObject *arg)
 {
     Py_buffer view;
-    if (!bound() || PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (!ready(self) || PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     const char *data = view.buf;
     Py_ssize_t size = view.len, done = 0;
@@ -285,7 +290,7 @@ records_seal(Records *self, PyObject *arg)
 static PyObject *
 records_drain(Records *self, PyObject *unused)
 {
-    if (!bound())
+    if (!ready(self))
         return NULL;
     return drain(self, 16384);
 }

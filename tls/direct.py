@@ -230,11 +230,11 @@ class DirectCalls:
 
 
 class CompiledCalls(DirectCalls):
-    """:class:`DirectCalls` with receiving and sealing made in C
-    (``syncpb.tls._records``); same results, same errors.
+    """:class:`DirectCalls` plus the C record path (``syncpb.tls._records``).
 
     The engine calls :attr:`records` itself in the steady state (one call
-    per step) and :meth:`fail` when a step did not go the healthy way.
+    per step: ``receive``, ``seal``) and :meth:`fail` when a step did not go
+    the healthy way; the other steps are :class:`DirectCalls`'.
     """
 
     __slots__ = ("records",)
@@ -250,18 +250,6 @@ class CompiledCalls(DirectCalls):
         """Raise what pyOpenSSL makes of a failed step's ``result`` (OpenSSL's
         error queue is as the step left it)."""
         self._raise(self._ssl, result)
-
-    def receive(self, data: Union[bytes, memoryview]) -> Tuple[bytes, bool]:
-        plain, status, result = self.records.receive(data)
-        if status == FAILED:
-            self.fail(result)
-        return plain, status == CLOSED
-
-    def seal(self, plaintext: Union[bytes, memoryview]) -> Tuple[int, bytes]:
-        written, cipher, result = self.records.seal(plaintext)
-        if cipher is None:
-            self.fail(result)  # the first SSL_write failed
-        return written, cipher
 
     def data_to_send(self) -> bytes:
         return self.records.drain()  # type: ignore[no-any-return]

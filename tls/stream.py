@@ -169,7 +169,7 @@ class TLSStream:
             BlockingIOError: what arrived was a TLS record with no data.
             TLSStreamError: the peer's TLS failed (an OSError).
         """
-        view, array = getattr(_buffers, "buffer", None) or _read_buffer()
+        view, array = _read_buffer()
         try:  # under gevent, data is usually there already: skip the hub's wait
             count = self._raw.recv_into(array)
         except BlockingIOError:
@@ -200,11 +200,7 @@ class TLSStream:
             self._encrypt(data)
             self._write_some()
         else:  # no backlog (the usual case): write the records as they come
-            with self._lock:
-                try:
-                    out = self._engine.encrypt(data)
-                except (TLSError, ValueError) as exc:
-                    raise OSError(f"TLS stream closed: {exc}") from exc
+            out = self._seal(data)
             try:
                 sent = self._raw.send(out, _DONTWAIT)
             except BlockingIOError:
