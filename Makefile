@@ -42,7 +42,7 @@ system-deps:
 # The TLS files run three times: with the compiled record path (the default,
 # built by `pip install -e .`), with the direct OpenSSL calls from Python
 # (SYNCPB_PURE=1) and with pyOpenSSL's public methods only (SYNCPB_TLS_DIRECT=0).
-TLS_TESTS = tests/test_tls_engine.py tests/test_tls_direct.py tests/test_tls_e2e.py \
+TLS_TESTS = tests/test_tls_engine.py tests/test_tls_direct.py tests/test_tls_socket_steps.py tests/test_tls_e2e.py \
 	tests/test_transports.py tests/interop/test_transports_interop.py
 
 test: system-deps $(VENV)/.test

@@ -156,11 +156,18 @@ class GreenSession(Session):
                 data = b""
             else:
                 # Read the non-blocking socket under gevent's directly: data
-                # is usually waiting. Only when it is not (or at the end, or
-                # on an error) go through gevent's recv, which waits on the
-                # hub and reports the end or the error.
+                # is usually waiting. When it is not, wait on the hub until
+                # the socket is readable and read again; at the end or on an
+                # error, gevent's recv reports which.
                 try:
                     data = raw.recv(RECV_SIZE) if raw is not None else None
+                except BlockingIOError:
+                    try:
+                        if self._wait_readable(sock):
+                            continue
+                    except OSError:  # closed while waiting: gevent's recv says so
+                        pass
+                    data = None
                 except OSError:
                     data = None
                 if not data:
@@ -176,6 +183,16 @@ class GreenSession(Session):
                 self._internal_error(exc)
             finally:
                 watched.pop(me, None)
+
+    @staticmethod
+    def _wait_readable(sock: Any) -> bool:
+        """Wait (this greenlet only) until gevent's socket is readable;
+        False when it cannot be waited on that way (closed, or not gevent's)."""
+        event = getattr(sock, "_read_event", None)
+        if event is None:
+            return False
+        sock._wait(event)
+        return True
 
     def _run_calls(self, me: Any) -> None:
         """Run the queued calls in order; answers go out in one write after

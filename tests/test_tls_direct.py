@@ -25,7 +25,7 @@ from syncpb.tls import direct
 from syncpb.tls.context import client_context, server_context
 from syncpb.tls.engine import TLSEngine
 
-from tlscerts import TLSMaterial
+from tlscerts import TLSMaterial, shake_hands
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -60,17 +60,7 @@ def pair(material: TLSMaterial, path: str, monkeypatch: pytest.MonkeyPatch,
     client = TLSEngine(client_context(ca=material.ca.cert_path), False, "localhost")
     server = TLSEngine(server_tls, True)
     assert path_of(client) == path_of(server) == path
-    for _ in range(10):
-        out = client.data_to_send()
-        if out:
-            server.receive(out)
-        back = server.data_to_send()
-        if back:
-            client.receive(back)
-        if not out and not back:
-            break
-    assert client.handshake_done and server.handshake_done
-    client.receive(b"")  # TLS 1.3 session tickets arrived with the last flight
+    shake_hands(client, server)
     return client, server
 
 

@@ -34,7 +34,7 @@ import datetime
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import pytest
 from cryptography import x509
@@ -160,3 +160,19 @@ def mint_tls_material(directory: Path) -> TLSMaterial:
 def tls_material(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
     """The session's TLS certificates (see the module docstring)."""
     return mint_tls_material(tmp_path_factory.mktemp("tls"))
+
+
+def shake_hands(client: Any, server: Any) -> None:
+    """Complete a handshake between two in-memory TLS engines
+    (:class:`syncpb.tls.engine.TLSEngine`), session tickets included."""
+    for _ in range(10):
+        out = client.data_to_send()
+        if out:
+            server.receive(out)
+        back = server.data_to_send()
+        if back:
+            client.receive(back)
+        if not out and not back:
+            break
+    assert client.handshake_done and server.handshake_done
+    client.receive(b"")  # TLS 1.3 session tickets arrived with the last flight

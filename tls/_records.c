@@ -11,7 +11,7 @@
  * OpenSSL does. This module makes each step one call.
  *
  * It links against nothing. OpenSSL is the copy that pyOpenSSL's
- * connection objects already live in (cryptography's), so the five
+ * connection objects already live in (cryptography's), so the seven
  * functions are looked up in that binding by syncpb.tls.direct and handed
  * over once, as addresses, to bind(). A Records object then holds the
  * addresses of one connection's SSL object and its two memory BIOs, and a
@@ -27,13 +27,31 @@
  * cffi's calls do; small ones keep the GIL, which costs less than
  * switching.
  *
+ * Two more steps include the socket, for syncpb.tls.stream on gevent:
+ * recv_from(fd) reads once without waiting (MSG_DONTWAIT) into one
+ * process-wide buffer and hands the bytes to the incoming BIO, then
+ * decrypts; send_to(fd, data) encrypts and writes once without waiting,
+ * returning what the socket did not take. They save a trip through Python
+ * per message, and the stream waits for readability instead of retrying
+ * reads that fail.
+ *
+ * Decrypting: a step on less than 64 KiB decrypts into a static scratch
+ * buffer and copies the plaintext into a bytes object of its exact size
+ * (allocating the most it could be and shrinking costs more than the
+ * copy); it stops as soon as nothing decrypted is left and the incoming
+ * BIO is empty, instead of asking OpenSSL once more to hear "want read".
+ *
  * The pure-Python path (syncpb.tls.direct with SYNCPB_PURE=1) does the
  * same steps and is the reference the tests hold this module to.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 typedef struct ssl_st SSL;
 typedef struct bio_st BIO;
@@ -43,6 +61,8 @@ static int (*p_ssl_write)(SSL *, const void *, int);
 static int (*p_ssl_get_error)(const SSL *, int);
 static int (*p_bio_read)(BIO *, void *, int);
 static int (*p_bio_write)(BIO *, const void *, int);
+static int (*p_ssl_pending)(const SSL *);
+static long (*p_bio_get_mem_data)(BIO *, char **);
 static int want_read_code = -1;
 static int zero_return_code = -1;
 
@@ -50,6 +70,9 @@ static int zero_return_code = -1;
 #define WANT_MORE 0
 #define CLOSED 1
 #define FAILED 2
+/* And of recv_from(). */
+#define AGAIN 3
+#define END 4
 
 /* One incomplete record may wait in the incoming BIO from before: 16 KiB
  * of data, its header, tag and padding. */
@@ -58,6 +81,12 @@ static int zero_return_code = -1;
 #define RELEASE_GIL_AT (64 * 1024)
 /* A step never hands OpenSSL more than an int's worth at once. */
 #define MAX_STEP (1 << 30)
+/* recv_from() reads at most this much at once (syncpb.tls.stream says why
+ * reads are this large), into one buffer for the process: only the pages
+ * a read fills become resident. */
+#define READ_SIZE (1024 * 1024)
+static char incoming[READ_SIZE];
+static PyThread_type_lock incoming_lock;
 
 typedef struct {
     PyObject_HEAD
@@ -92,15 +121,16 @@ address(PyObject *number)
 }
 
 static PyObject *
-bind(PyObject *module, PyObject *args)
+bind_functions(PyObject *module, PyObject *args)
 {
-    PyObject *read, *write, *get_error, *bio_read, *bio_write;
+    PyObject *read, *write, *get_error, *bio_read, *bio_write, *pending, *mem_data;
     int want_read, zero_return;
-    if (!PyArg_ParseTuple(args, "OOOOOii:bind", &read, &write, &get_error, &bio_read,
-                          &bio_write, &want_read, &zero_return))
+    if (!PyArg_ParseTuple(args, "OOOOOOOii:bind", &read, &write, &get_error, &bio_read,
+                          &bio_write, &pending, &mem_data, &want_read, &zero_return))
         return NULL;
     void *f1 = address(read), *f2 = address(write), *f3 = address(get_error);
-    void *f4 = address(bio_read), *f5 = address(bio_write);
+    void *f4 = address(bio_read), *f5 = address(bio_write), *f6 = address(pending);
+    void *f7 = address(mem_data);
     if (PyErr_Occurred())
         return NULL;
     p_ssl_read = (int (*)(SSL *, void *, int))f1;
@@ -108,6 +138,8 @@ bind(PyObject *module, PyObject *args)
     p_ssl_get_error = (int (*)(const SSL *, int))f3;
     p_bio_read = (int (*)(BIO *, void *, int))f4;
     p_bio_write = (int (*)(BIO *, const void *, int))f5;
+    p_ssl_pending = (int (*)(const SSL *))f6;
+    p_bio_get_mem_data = (long (*)(BIO *, char **))f7;
     want_read_code = want_read;
     zero_return_code = zero_return;
     Py_RETURN_NONE;
@@ -139,42 +171,139 @@ records_dealloc(Records *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Drain the outgoing BIO into a new bytes object, starting from a guess of
- * its size. NULL with an exception set on failure. */
-static PyObject *
-drain(Records *self, Py_ssize_t guess)
+/* Bytes waiting in a memory BIO (BIO_get_mem_data's count). */
+static Py_ssize_t
+waiting(BIO *bio)
 {
-    Py_ssize_t room = guess < 1024 ? 1024 : guess, filled = 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, room);
-    if (out == NULL)
+    char *unused;
+    long count = p_bio_get_mem_data(bio, &unused);
+    return count > 0 ? (Py_ssize_t)count : 0;
+}
+
+/* (value, status, result), stealing value. */
+static PyObject *
+outcome(PyObject *value, int status, int result)
+{
+    if (value == NULL)
         return NULL;
-    for (;;) {
-        Py_ssize_t space = room - filled;
+    PyObject *tuple = PyTuple_New(3), *a = PyLong_FromLong(status), *b = PyLong_FromLong(result);
+    if (tuple == NULL || a == NULL || b == NULL) {
+        Py_DECREF(value);
+        Py_XDECREF(tuple);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(tuple, 0, value);
+    PyTuple_SET_ITEM(tuple, 1, a);
+    PyTuple_SET_ITEM(tuple, 2, b);
+    return tuple;
+}
+
+/* Drain the outgoing BIO into a new bytes object of exactly its size. NULL
+ * with an exception set on failure. */
+static PyObject *
+drain(Records *self)
+{
+    Py_ssize_t size = waiting(self->from), filled = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL || size == 0)
+        return out;
+    while (filled < size) {
+        Py_ssize_t space = size - filled;
         int count = p_bio_read(self->from, PyBytes_AS_STRING(out) + filled,
                                space > MAX_STEP ? MAX_STEP : (int)space);
         if (count <= 0)
             break;
         filled += count;
-        if (filled == room) {  /* there may be more: grow and go on */
-            room *= 2;
-            if (_PyBytes_Resize(&out, room) < 0)
-                return NULL;
-        }
     }
-    if (filled == 0) {
-        Py_DECREF(out);
-        return PyBytes_FromStringAndSize(NULL, 0);
-    }
-    if (filled != room && _PyBytes_Resize(&out, filled) < 0)
+    if (filled != size && _PyBytes_Resize(&out, filled) < 0)
         return NULL;
     return out;
 }
 
-/* receive(data) -> (plaintext, status, result)
- *
- * status: WANT_MORE (all complete records decrypted), CLOSED (the peer sent
- * close_notify) or FAILED (result is SSL_read's return, for the caller's
- * error translation; the plaintext before it is returned too). */
+/* One SSL_read into `into`, letting other threads run if `release`.
+ * Returns its result; *status is set when it ended the reading: WANT_MORE
+ * (all complete records decrypted), CLOSED (the peer sent close_notify) or
+ * FAILED (a failure, for the caller's error translation). */
+static int
+read_step(Records *self, char *into, Py_ssize_t space, int release, int *status)
+{
+    int count;
+    if (space > MAX_STEP)
+        space = MAX_STEP;
+    if (release) {
+        Py_BEGIN_ALLOW_THREADS
+        count = p_ssl_read(self->ssl, into, (int)space);
+        Py_END_ALLOW_THREADS
+    } else {
+        count = p_ssl_read(self->ssl, into, (int)space);
+    }
+    if (count > 0) {
+        /* Nothing decrypted is left over and no byte waits in the incoming
+         * BIO: another SSL_read would only say "want read". (Our contexts
+         * never set read-ahead, so OpenSSL holds no record of its own.) */
+        if (count < space && p_ssl_pending(self->ssl) == 0 && waiting(self->into) == 0)
+            *status = WANT_MORE;
+        return count;
+    }
+    int reason = p_ssl_get_error(self->ssl, count);
+    if (reason == want_read_code)
+        *status = WANT_MORE;
+    else if (reason == zero_return_code)
+        *status = CLOSED;
+    else
+        *status = FAILED;
+    return count;
+}
+
+/* Small steps decrypt into this buffer first (the GIL held): the plaintext
+ * then gets a bytes object of exactly its size. */
+#define SCRATCH_SIZE (64 * 1024)
+static char scratch[SCRATCH_SIZE];
+
+/* SSL_read all that the incoming BIO completes into one new bytes object
+ * (`room`: the most it can be; more makes it grow). Returns (plaintext,
+ * status, result) as read_step() ends; after FAILED, result is SSL_read's
+ * return and the plaintext before the failure comes too. */
+static PyObject *
+decrypt(Records *self, Py_ssize_t room, int release)
+{
+    int count = 0, status = -1;
+    Py_ssize_t filled = 0;
+    if (!release) {
+        while (status < 0 && filled < SCRATCH_SIZE) {
+            count = read_step(self, scratch + filled, SCRATCH_SIZE - filled, 0, &status);
+            if (count > 0)
+                filled += count;
+        }
+        if (status >= 0)
+            return outcome(PyBytes_FromStringAndSize(scratch, filled), status, count);
+        room = 2 * SCRATCH_SIZE;  /* more than was expected: go on in a bytes object */
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, room);
+    if (out == NULL)
+        return NULL;
+    memcpy(PyBytes_AS_STRING(out), scratch, (size_t)filled);
+    while (status < 0) {
+        if (filled == room) {
+            room *= 2;
+            if (_PyBytes_Resize(&out, room) < 0)
+                return NULL;
+        }
+        count = read_step(self, PyBytes_AS_STRING(out) + filled, room - filled, release,
+                          &status);
+        if (count > 0)
+            filled += count;
+    }
+    if (filled != room && _PyBytes_Resize(&out, filled) < 0)
+        return NULL;
+    return outcome(out, status, count);
+}
+
+/* receive(data) -> (plaintext, status, result): data into the incoming
+ * BIO, then decrypt() (room for all the plaintext it completes: at most its
+ * own size plus one record held back from before). */
 static PyObject *
 records_receive(Records *self, PyObject *arg)
 {
@@ -191,54 +320,68 @@ records_receive(Records *self, PyObject *arg)
         PyErr_SetString(PyExc_MemoryError, "OpenSSL could not take incoming TLS data");
         return NULL;
     }
-    int release = view.len >= RELEASE_GIL_AT;
-    /* Room for all the plaintext this data completes: at most its own size
-     * plus one record held back from before. */
-    Py_ssize_t room = view.len + HELD_BACK, filled = 0;
+    Py_ssize_t size = view.len;
     PyBuffer_Release(&view);
-    PyObject *out = PyBytes_FromStringAndSize(NULL, room);
-    if (out == NULL)
-        return NULL;
-    int count, status;
-    for (;;) {
-        char *into = PyBytes_AS_STRING(out) + filled;
-        Py_ssize_t space = room - filled;
-        if (space > MAX_STEP)
-            space = MAX_STEP;
-        if (release) {
-            Py_BEGIN_ALLOW_THREADS
-            count = p_ssl_read(self->ssl, into, (int)space);
-            Py_END_ALLOW_THREADS
-        } else {
-            count = p_ssl_read(self->ssl, into, (int)space);
-        }
-        if (count > 0) {
-            filled += count;
-            if (filled == room) {  /* more than expected: grow and go on */
-                room *= 2;
-                if (_PyBytes_Resize(&out, room) < 0)
-                    return NULL;
-            }
-            continue;
-        }
-        int reason = p_ssl_get_error(self->ssl, count);
-        if (reason == want_read_code)
-            status = WANT_MORE;
-        else if (reason == zero_return_code)
-            status = CLOSED;
-        else
-            status = FAILED;
-        break;
+    return decrypt(self, size + HELD_BACK, size >= RELEASE_GIL_AT);
+}
+
+/* A file descriptor argument, or -1 with an exception set. */
+static int
+descriptor(PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < 0 || fd > INT_MAX) {
+        errno = EBADF;  /* a closed socket's fileno() is -1 */
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
-    if (filled == 0) {
-        Py_DECREF(out);
-        out = PyBytes_FromStringAndSize(NULL, 0);
-        if (out == NULL)
-            return NULL;
-    } else if (_PyBytes_Resize(&out, filled) < 0) {
+    return (int)fd;
+}
+
+/* recv_from(fd) -> (plaintext, status, result)
+ *
+ * One non-blocking read of the socket, straight into the incoming BIO, then
+ * decrypt(). Two more statuses: AGAIN (nothing was waiting; nothing
+ * changed: wait until the socket is readable and call again) and END (the
+ * peer closed the stream). Other read errors raise OSError, as a socket's
+ * recv does. The read goes through one buffer for the whole process: its
+ * lock is held, and the GIL released, only while the bytes move from the
+ * kernel into the BIO. */
+static PyObject *
+records_recv_from(Records *self, PyObject *arg)
+{
+    int fd = descriptor(arg);
+    if (fd < 0 || !ready(self))
+        return NULL;
+    ssize_t got;
+    int error = 0, stored = 1;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(incoming_lock, WAIT_LOCK);
+    got = recv(fd, incoming, READ_SIZE, MSG_DONTWAIT);
+    if (got < 0)
+        error = errno;
+    else if (got > 0)
+        stored = p_bio_write(self->into, incoming, (int)got) == got;
+    PyThread_release_lock(incoming_lock);
+    Py_END_ALLOW_THREADS
+    if (got < 0) {
+        if (error == EAGAIN || error == EWOULDBLOCK || error == EINTR) {
+            if (error == EINTR && PyErr_CheckSignals() < 0)
+                return NULL;
+            return outcome(PyBytes_FromStringAndSize(NULL, 0), AGAIN, 0);
+        }
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (got == 0)
+        return outcome(PyBytes_FromStringAndSize(NULL, 0), END, 0);
+    if (!stored) {
+        PyErr_SetString(PyExc_MemoryError, "OpenSSL could not take incoming TLS data");
         return NULL;
     }
-    return Py_BuildValue("Nii", out, status, count);
+    return decrypt(self, got + HELD_BACK, got >= RELEASE_GIL_AT);
 }
 
 /* seal(data) -> (written, ciphertext, result)
@@ -249,7 +392,7 @@ records_receive(Records *self, PyObject *arg)
  * SSL_write's return for the caller's error translation; a later failure
  * just stops early (the caller writes the rest again, which reports it). */
 static PyObject *
-records_seal(Records *self, PyObject *arg)
+seal(Records *self, PyObject *arg, Py_ssize_t *size_out)
 {
     Py_buffer view;
     if (!ready(self) || PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
@@ -277,13 +420,86 @@ records_seal(Records *self, PyObject *arg)
         }
     }
     PyBuffer_Release(&view);
+    *size_out = size;
     if (done == 0 && size > 0)
         return Py_BuildValue("nOi", (Py_ssize_t)0, Py_None, count);
     /* Each record adds a header, a tag and at most a little padding. */
-    PyObject *out = drain(self, done + (done / 16384 + 2) * 64);
+    PyObject *out = drain(self);
     if (out == NULL)
         return NULL;
     return Py_BuildValue("nNi", done, out, count);
+}
+
+static PyObject *
+records_seal(Records *self, PyObject *arg)
+{
+    Py_ssize_t size;
+    return seal(self, arg, &size);
+}
+
+/* send_to(fd, data) -> (written, rest, result)
+ *
+ * seal(data), and when all of data went in, one non-blocking write of the
+ * ciphertext to the socket: rest is what the socket did not take (b"" as a
+ * rule). When seal() did not take everything, nothing is written and rest
+ * is its ciphertext (None when the first write failed), for the caller to
+ * finish as after seal(). Write errors other than "would block" raise
+ * OSError, as a socket's send does. */
+static PyObject *
+records_send_to(Records *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send_to(fd, data) takes two arguments");
+        return NULL;
+    }
+    int fd = descriptor(args[0]);
+    if (fd < 0)
+        return NULL;
+    Py_ssize_t size;
+    PyObject *sealed = seal(self, args[1], &size);
+    if (sealed == NULL)
+        return NULL;
+    Py_ssize_t written = PyLong_AsSsize_t(PyTuple_GET_ITEM(sealed, 0));
+    PyObject *cipher = PyTuple_GET_ITEM(sealed, 1);
+    if (written != size || cipher == Py_None)
+        return sealed;
+    const char *bytes = PyBytes_AS_STRING(cipher);
+    Py_ssize_t length = PyBytes_GET_SIZE(cipher);
+    ssize_t sent;
+    int error = 0;
+    if (length >= RELEASE_GIL_AT) {
+        Py_BEGIN_ALLOW_THREADS
+        sent = send(fd, bytes, (size_t)length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0)
+            error = errno;
+        Py_END_ALLOW_THREADS
+    } else {
+        sent = send(fd, bytes, (size_t)length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0)
+            error = errno;
+    }
+    if (sent < 0) {
+        if (error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
+            Py_DECREF(sealed);
+            errno = error;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        sent = 0;
+    }
+    PyObject *rest;
+    if (sent == 0) {
+        rest = cipher;
+        Py_INCREF(rest);
+    } else {
+        rest = PyBytes_FromStringAndSize(bytes + sent, length - sent);
+        if (rest == NULL) {
+            Py_DECREF(sealed);
+            return NULL;
+        }
+    }
+    int result = (int)PyLong_AsLong(PyTuple_GET_ITEM(sealed, 2));
+    Py_DECREF(sealed);
+    return Py_BuildValue("nNi", written, rest, result);
 }
 
 /* drain() -> bytes: all the ciphertext waiting in the outgoing BIO. */
@@ -292,7 +508,7 @@ records_drain(Records *self, PyObject *unused)
 {
     if (!ready(self))
         return NULL;
-    return drain(self, 16384);
+    return drain(self);
 }
 
 static PyMethodDef records_methods[] = {
@@ -300,6 +516,10 @@ static PyMethodDef records_methods[] = {
      "receive(data) -> (plaintext, status, result): decrypt all that is complete."},
     {"seal", (PyCFunction)records_seal, METH_O,
      "seal(data) -> (written, ciphertext, result): encrypt and drain."},
+    {"recv_from", (PyCFunction)records_recv_from, METH_O,
+     "recv_from(fd) -> (plaintext, status, result): read the socket once and decrypt."},
+    {"send_to", (PyCFunction)(void (*)(void))records_send_to, METH_FASTCALL,
+     "send_to(fd, data) -> (written, rest, result): encrypt, write what the socket takes."},
     {"drain", (PyCFunction)records_drain, METH_NOARGS,
      "drain() -> bytes: the ciphertext waiting to be written."},
     {NULL, NULL, 0, NULL},
@@ -318,9 +538,10 @@ static PyTypeObject RecordsType = {
 };
 
 static PyMethodDef module_methods[] = {
-    {"bind", bind, METH_VARARGS,
-     "bind(SSL_read, SSL_write, SSL_get_error, BIO_read, BIO_write, WANT_READ, "
-     "ZERO_RETURN): the OpenSSL functions to call, as addresses."},
+    {"bind", bind_functions, METH_VARARGS,
+     "bind(SSL_read, SSL_write, SSL_get_error, BIO_read, BIO_write, SSL_pending, "
+     "BIO_get_mem_data, WANT_READ, ZERO_RETURN): the OpenSSL functions to call, as "
+     "addresses."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -334,6 +555,8 @@ PyInit__records(void)
 {
     if (PyType_Ready(&RecordsType) < 0)
         return NULL;
+    if (incoming_lock == NULL && (incoming_lock = PyThread_allocate_lock()) == NULL)
+        return PyErr_NoMemory();
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
@@ -341,7 +564,9 @@ PyInit__records(void)
     if (PyModule_AddObject(module, "Records", (PyObject *)&RecordsType) < 0
         || PyModule_AddIntConstant(module, "WANT_MORE", WANT_MORE) < 0
         || PyModule_AddIntConstant(module, "CLOSED", CLOSED) < 0
-        || PyModule_AddIntConstant(module, "FAILED", FAILED) < 0) {
+        || PyModule_AddIntConstant(module, "FAILED", FAILED) < 0
+        || PyModule_AddIntConstant(module, "AGAIN", AGAIN) < 0
+        || PyModule_AddIntConstant(module, "END", END) < 0) {
         Py_DECREF(&RecordsType);
         Py_DECREF(module);
         return NULL;

@@ -60,7 +60,8 @@ def _load() -> Any:
     except ImportError:  # pragma: no cover - another pyOpenSSL layout
         return None
     needed = ("SSL_read", "SSL_write", "SSL_get_error", "BIO_read", "BIO_write",
-              "SSL_ERROR_WANT_READ", "SSL_ERROR_ZERO_RETURN")
+              "SSL_pending", "BIO_get_mem_data", "SSL_ERROR_WANT_READ",
+              "SSL_ERROR_ZERO_RETURN")
     if not all(hasattr(lib, name) for name in needed):  # pragma: no cover
         return None
     return ffi, lib
@@ -94,7 +95,8 @@ def _load_records() -> Any:
         try:
             addresses = [int(ffi.cast("uintptr_t", ffi.addressof(raw, name)))
                          for name in ("SSL_read", "SSL_write", "SSL_get_error",
-                                      "BIO_read", "BIO_write")]
+                                      "BIO_read", "BIO_write", "SSL_pending",
+                                      "BIO_get_mem_data")]
         except (AttributeError, TypeError) as exc:  # pragma: no cover - another binding
             log.info("syncpb.tls: OpenSSL's functions cannot be handed to the compiled "
                      "TLS record path (%s); using the Python one", exc)
@@ -255,8 +257,10 @@ class CompiledCalls(DirectCalls):
         return self.records.drain()  # type: ignore[no-any-return]
 
 
-#: How a step of the C record path ended (``syncpb.tls._records``).
-WANT_MORE, CLOSED, FAILED = 0, 1, 2
+#: How a step of the C record path ended (``syncpb.tls._records``): all
+#: complete records decrypted, the peer's close_notify, a failure; and for
+#: ``recv_from`` only, nothing to read yet and the end of the stream.
+WANT_MORE, CLOSED, FAILED, AGAIN, END = 0, 1, 2, 3, 4
 
 
 def bind(connection: Any) -> Optional[DirectCalls]:

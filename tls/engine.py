@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, List, Optional, Tuple, Type, Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -257,7 +257,7 @@ class TLSEngine:
             plain, status, result = self._records.receive(data)
             if status == direct.WANT_MORE:
                 return plain
-            return self._received(plain, status, result)
+            return self.finish_receive(plain, status, result)
         chunks: List[bytes] = []
         try:
             if self._direct is not None:
@@ -289,7 +289,7 @@ class TLSEngine:
                 written, cipher, result = self._records.seal(plaintext)
                 if cipher is not None and written == len(plaintext):
                     return cipher  # type: ignore[no-any-return]
-                return self._sealed(plaintext, written, cipher, result)
+                return self.finish_seal(plaintext, written, cipher, result)
             try:  # the usual case: one record straight in, and out again
                 written, cipher = self._direct.seal(plaintext)
             except SSL.WantReadError:  # a key update: the peer must speak first
@@ -304,8 +304,21 @@ class TLSEngine:
         self.send(plaintext)
         return self.data_to_send()
 
-    def _received(self, plain: bytes, status: int, result: int) -> bytes:
-        """The C record path's receive did not end wanting more data."""
+    @property
+    def records(self) -> Any:
+        """The C record path (``syncpb.tls._records.Records``) while the
+        engine is in its steady state (handshake done, nothing queued, not
+        closing, not failed), else None. A stream may then move bytes
+        between its socket and OpenSSL in one call (``recv_from``,
+        ``send_to``); an outcome other than the healthy one goes to
+        :meth:`finish_receive` or :meth:`finish_seal`."""
+        if self._handshake_done and not (self._queued or self._closing or self._error):
+            return self._records
+        return None
+
+    def finish_receive(self, plain: bytes, status: int, result: int) -> bytes:
+        """A C receive step ended other than wanting more data: the peer's
+        close_notify, or a failure (raised as :meth:`receive` would)."""
         if status == direct.CLOSED:
             self._closed_by_peer = True
             return plain
@@ -316,9 +329,10 @@ class TLSEngine:
             raise self._error from error
         return plain  # pragma: no cover - fail() always raises
 
-    def _sealed(self, plaintext: Union[bytes, memoryview], written: int,
-                cipher: Optional[bytes], result: int) -> bytes:
-        """The C record path's seal did not take everything."""
+    def finish_seal(self, plaintext: Union[bytes, memoryview], written: int,
+                    cipher: Optional[bytes], result: int) -> bytes:
+        """A C seal step took ``written`` bytes of ``plaintext`` only: the
+        ciphertext to write now, as :meth:`encrypt` returns it."""
         if cipher is None:
             try:
                 self._direct.fail(result)  # type: ignore[union-attr]

@@ -18,10 +18,18 @@ unix socket, the standard library's or gevent's):
   what the socket takes (``MSG_DONTWAIT``) or all of it; ciphertext not yet
   written waits in :attr:`TLSStream.backlog` and goes first next time.
 
+On gevent, with the compiled record path built, a read is one call into
+C (``Records.recv_from``: a non-blocking read of the socket straight into
+OpenSSL, then every complete record decrypted), and only when nothing was
+there does the greenlet wait on the hub until the socket is readable. A
+write is one call too (``Records.send_to``: encrypt, then a non-blocking
+write; what the socket did not take waits in the backlog). Elsewhere the
+stream reads and writes in Python and hands the bytes to the engine.
+
 The engine (one OpenSSL connection) is used by a reading and a writing
-thread at once, so every engine call holds a lock, never across I/O. The
-session guarantees one writer at a time, so writes of the backlog need no
-lock of their own. Errors after the handshake reach the session as
+thread at once, so every engine call holds a lock, never across a wait
+(the C steps' socket calls never block). The session guarantees one
+writer at a time, so writes of the backlog need no lock of their own. Errors after the handshake reach the session as
 ``OSError`` (:class:`TLSStreamError`) with the TLS error kept on it, so the
 connection ends as for any broken stream, and a client can still tell the
 user why (a server that refused our certificate says so only after a TLS
@@ -30,6 +38,7 @@ user why (a server that refused our certificate says so only after a TLS
 
 from __future__ import annotations
 
+import errno
 import socket as stdlib_socket
 import time
 from typing import Any, Optional, Tuple
@@ -37,6 +46,7 @@ from typing import Any, Optional, Tuple
 from syncpb.errors import ConnectionFailed, TLSError
 from syncpb.waiting import real
 
+from . import direct
 from .engine import PeerCertificate, TLSEngine
 
 __all__ = ["TLSStream", "TLSStreamError", "handshake"]
@@ -49,6 +59,7 @@ __all__ = ["TLSStream", "TLSStreamError", "handshake"]
 _READ_SIZE = 1024 * 1024
 _HANDSHAKE_READ = 65536
 _DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
+_WANT_MORE, _AGAIN, _END = direct.WANT_MORE, direct.AGAIN, direct.END
 _allocate_lock = real("_thread", "allocate_lock")
 _buffers = real("_thread", "_local")()
 
@@ -148,6 +159,12 @@ class TLSStream:
         self._lock = _allocate_lock()
         self._out = bytearray()
         self.family = sock.family
+        # Under gevent, data has usually arrived by the time a reader looks:
+        # read without waiting through the C record path, and only when
+        # nothing was there wait on the hub until the socket is readable. A
+        # plain blocking socket is read blocking, once.
+        self._read_first = (self._raw is not sock and engine.records is not None
+                            and hasattr(sock, "_wait") and hasattr(sock, "_read_event"))
 
     @property
     def peer_certificate(self) -> Optional[PeerCertificate]:
@@ -169,12 +186,23 @@ class TLSStream:
             BlockingIOError: what arrived was a TLS record with no data.
             TLSStreamError: the peer's TLS failed (an OSError).
         """
+        engine = self._engine
+        while self._read_first:
+            with self._lock:  # the C record path: read and decrypt in one call
+                records = engine.records
+                if records is None:
+                    break
+                plain, status, result = records.recv_from(self._raw.fileno())
+                if status == _WANT_MORE and plain:
+                    return plain  # type: ignore[no-any-return]
+                if status != _AGAIN:
+                    return self._received(plain, status, result)
+            self._wait_readable()
         view, array = _read_buffer()
         try:  # under gevent, data is usually there already: skip the hub's wait
             count = self._raw.recv_into(array)
         except BlockingIOError:
             count = self._inner.recv_into(array)
-        engine = self._engine
         with self._lock:
             try:
                 if not count:
@@ -191,6 +219,30 @@ class TLSStream:
             return plain
         raise BlockingIOError("a TLS record with no application data")
 
+    def _wait_readable(self) -> None:
+        """Wait (this greenlet only) until gevent's socket is readable."""
+        inner = self._inner
+        event = inner._read_event
+        if event is None:  # gevent closed it
+            raise OSError(errno.EBADF, "the TLS stream's socket is closed")
+        inner._wait(event)
+
+    def _received(self, plain: bytes, status: int, result: int) -> bytes:
+        """A C read step that did not end with plaintext (lock held)."""
+        engine = self._engine
+        try:
+            if status == _END:
+                engine.receive_eof()
+                return b""
+            if status != _WANT_MORE:
+                plain = engine.finish_receive(plain, status, result)
+        except TLSError as exc:
+            self._out += engine.data_to_send()
+            raise TLSStreamError(exc) from exc
+        if plain or engine.closed_by_peer:
+            return plain
+        raise BlockingIOError("a TLS record with no application data")
+
     def send(self, data: bytes, flags: int = 0) -> int:
         """Encrypt all of ``data``; write what the socket takes now
         (``MSG_DONTWAIT``) or everything. Returns ``len(data)``."""
@@ -200,7 +252,9 @@ class TLSStream:
             self._encrypt(data)
             self._write_some()
         else:  # no backlog (the usual case): write the records as they come
-            out = self._seal(data)
+            out = self._seal_and_write(data)
+            if not out:
+                return len(data)
             try:
                 sent = self._raw.send(out, _DONTWAIT)
             except BlockingIOError:
@@ -215,15 +269,40 @@ class TLSStream:
             self._encrypt(data)
             self._write_all()
         else:
-            self._inner.sendall(self._seal(data))
+            out = self._seal_and_write(data)
+            if out:
+                self._inner.sendall(out)
+
+    def _seal_and_write(self, data: bytes) -> bytes:
+        """Encrypt ``data`` and, on the C record path, write what the socket
+        takes at once; returns the ciphertext still to write."""
+        with self._lock:
+            records = self._engine.records
+            if records is None:
+                return self._encrypt_locked(data)
+            written, rest, result = records.send_to(self._raw.fileno(), data)
+            if rest is not None and written == len(data):
+                return rest  # type: ignore[no-any-return]
+            return self._finish_seal(data, written, rest, result)
 
     def _seal(self, data: bytes) -> bytes:
         """The records carrying ``data`` (and anything the engine had waiting)."""
         with self._lock:
-            try:
-                return self._engine.encrypt(data)
-            except (TLSError, ValueError) as exc:
-                raise OSError(f"TLS stream closed: {exc}") from exc
+            return self._encrypt_locked(data)
+
+    def _encrypt_locked(self, data: bytes) -> bytes:
+        try:
+            return self._engine.encrypt(data)
+        except (TLSError, ValueError) as exc:
+            raise OSError(f"TLS stream closed: {exc}") from exc
+
+    def _finish_seal(self, data: bytes, written: int, cipher: Optional[bytes],
+                     result: int) -> bytes:
+        """A C seal step that did not take everything (lock held)."""
+        try:
+            return self._engine.finish_seal(data, written, cipher, result)
+        except (TLSError, ValueError) as exc:
+            raise OSError(f"TLS stream closed: {exc}") from exc
 
     def _encrypt(self, data: bytes) -> None:
         """Add the records carrying ``data`` to the backlog."""
