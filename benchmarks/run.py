@@ -20,6 +20,7 @@ Progress goes to stderr; the Markdown report goes to stdout.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -172,9 +173,34 @@ def child_env(syncpb_path):
     """Children import syncpb from ``syncpb_path`` (default: this work tree)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        [syncpb_path] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        [_importable(syncpb_path)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.pop("PYTHONSTARTUP", None)
     return env
+
+
+def _importable(syncpb_path):
+    """A directory from which ``import syncpb`` gets ``syncpb_path``'s code.
+
+    The source tree keeps ``syncpb.tls`` and ``syncpb.adapters`` at its top
+    level (``tls/``, ``adapters/``; setup.py maps them). Put first on the
+    path, the tree alone would give its own ``syncpb`` but the *installed*
+    ``syncpb.tls``: another tree's TLS code would be measured. A temporary
+    overlay (symlinks, removed at exit) puts both under one ``syncpb``."""
+    extra = [name for name in ("tls", "adapters")
+             if os.path.isdir(os.path.join(syncpb_path, name))
+             and not os.path.exists(os.path.join(syncpb_path, "syncpb", name))]
+    if os.path.abspath(syncpb_path) == REPO or not extra:
+        return syncpb_path
+    overlay = tempfile.mkdtemp(prefix="syncpb-overlay-")
+    atexit.register(shutil.rmtree, overlay, True)
+    package = os.path.join(overlay, "syncpb")
+    os.mkdir(package)
+    source = os.path.join(syncpb_path, "syncpb")
+    for name in os.listdir(source):
+        os.symlink(os.path.join(source, name), os.path.join(package, name))
+    for name in extra:
+        os.symlink(os.path.join(syncpb_path, name), os.path.join(package, name))
+    return overlay
 
 
 def run_cell(peer, workload, args, env):

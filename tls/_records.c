@@ -38,8 +38,9 @@
  * Decrypting: a step on less than 64 KiB decrypts into a static scratch
  * buffer and copies the plaintext into a bytes object of its exact size
  * (allocating the most it could be and shrinking costs more than the
- * copy); it stops as soon as nothing decrypted is left and the incoming
- * BIO is empty, instead of asking OpenSSL once more to hear "want read".
+ * copy); near the end of its bytes it stops as soon as nothing decrypted
+ * is left and the incoming BIO is empty, instead of asking OpenSSL once
+ * more to hear "want read" (see all_read()).
  *
  * The pure-Python path (syncpb.tls.direct with SYNCPB_PURE=1) does the
  * same steps and is the reference the tests hold this module to.
@@ -171,7 +172,9 @@ records_dealloc(Records *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Bytes waiting in a memory BIO (BIO_get_mem_data's count). */
+/* Bytes waiting in a memory BIO (BIO_get_mem_data's count). It also
+ * moves the unread bytes to the start of the BIO's buffer: call it only
+ * when few can be left. */
 static Py_ssize_t
 waiting(BIO *bio)
 {
@@ -200,38 +203,46 @@ outcome(PyObject *value, int status, int result)
     return tuple;
 }
 
-/* Drain the outgoing BIO into a new bytes object of exactly its size. NULL
- * with an exception set on failure. */
+/* Drain the outgoing BIO into a new bytes object, starting from a guess of
+ * its size. A memory BIO reads as much as it holds, so a read that fills
+ * less than it was offered emptied it. NULL with an exception set on
+ * failure. */
 static PyObject *
-drain(Records *self)
+drain(Records *self, Py_ssize_t guess)
 {
-    Py_ssize_t size = waiting(self->from), filled = 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
-    if (out == NULL || size == 0)
-        return out;
-    while (filled < size) {
-        Py_ssize_t space = size - filled;
-        int count = p_bio_read(self->from, PyBytes_AS_STRING(out) + filled,
-                               space > MAX_STEP ? MAX_STEP : (int)space);
+    Py_ssize_t room = guess < 1024 ? 1024 : guess, filled = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, room);
+    if (out == NULL)
+        return NULL;
+    for (;;) {
+        Py_ssize_t space = room - filled;
+        if (space > MAX_STEP)
+            space = MAX_STEP;
+        int count = p_bio_read(self->from, PyBytes_AS_STRING(out) + filled, (int)space);
         if (count <= 0)
             break;
         filled += count;
+        if (count < space)
+            break;
+        if (filled == room) {  /* there may be more: grow and go on */
+            room *= 2;
+            if (_PyBytes_Resize(&out, room) < 0)
+                return NULL;
+        }
     }
-    if (filled != size && _PyBytes_Resize(&out, filled) < 0)
+    if (filled != room && _PyBytes_Resize(&out, filled) < 0)
         return NULL;
     return out;
 }
 
 /* One SSL_read into `into`, letting other threads run if `release`.
- * Returns its result; *status is set when it ended the reading: WANT_MORE
- * (all complete records decrypted), CLOSED (the peer sent close_notify) or
- * FAILED (a failure, for the caller's error translation). */
+ * Returns its result; when it is not data, *status says how the reading
+ * ended: WANT_MORE (all complete records decrypted), CLOSED (the peer sent
+ * close_notify) or FAILED (a failure, for the caller's error translation). */
 static int
 read_step(Records *self, char *into, Py_ssize_t space, int release, int *status)
 {
     int count;
-    if (space > MAX_STEP)
-        space = MAX_STEP;
     if (release) {
         Py_BEGIN_ALLOW_THREADS
         count = p_ssl_read(self->ssl, into, (int)space);
@@ -239,14 +250,8 @@ read_step(Records *self, char *into, Py_ssize_t space, int release, int *status)
     } else {
         count = p_ssl_read(self->ssl, into, (int)space);
     }
-    if (count > 0) {
-        /* Nothing decrypted is left over and no byte waits in the incoming
-         * BIO: another SSL_read would only say "want read". (Our contexts
-         * never set read-ahead, so OpenSSL holds no record of its own.) */
-        if (count < space && p_ssl_pending(self->ssl) == 0 && waiting(self->into) == 0)
-            *status = WANT_MORE;
+    if (count > 0)
         return count;
-    }
     int reason = p_ssl_get_error(self->ssl, count);
     if (reason == want_read_code)
         *status = WANT_MORE;
@@ -257,25 +262,50 @@ read_step(Records *self, char *into, Py_ssize_t space, int release, int *status)
     return count;
 }
 
+/* Every TLS record costs at least this many bytes besides its plaintext
+ * (TLS 1.3: a 5-byte header, the inner content type, a 16-byte tag). */
+#define RECORD_OVERHEAD 22
+
+/* Decrypting a step of `input` bytes has produced `filled` bytes in
+ * `reads` records, the last of which did not fill the space it was
+ * offered: is everything decrypted? Then another SSL_read would only say
+ * "want read", and it is skipped. Only asked once the step's bytes can all
+ * have been used (looking at the incoming BIO moves what is left in it to
+ * its start), and exact: nothing decrypted is left over in OpenSSL and the
+ * BIO is empty. (Our contexts never set read-ahead, so OpenSSL holds no
+ * unread record of its own.) */
+static int
+all_read(Records *self, Py_ssize_t input, Py_ssize_t filled, Py_ssize_t reads)
+{
+    return filled + RECORD_OVERHEAD * reads >= input && p_ssl_pending(self->ssl) == 0
+        && waiting(self->into) == 0;
+}
+
 /* Small steps decrypt into this buffer first (the GIL held): the plaintext
  * then gets a bytes object of exactly its size. */
 #define SCRATCH_SIZE (64 * 1024)
 static char scratch[SCRATCH_SIZE];
 
-/* SSL_read all that the incoming BIO completes into one new bytes object
- * (`room`: the most it can be; more makes it grow). Returns (plaintext,
- * status, result) as read_step() ends; after FAILED, result is SSL_read's
- * return and the plaintext before the failure comes too. */
+/* SSL_read all that `input` new bytes in the incoming BIO complete, into
+ * one new bytes object (`room`: the most it can be; more makes it grow).
+ * Returns (plaintext, status, result) as read_step() ends; after FAILED,
+ * result is SSL_read's return and the plaintext before the failure comes
+ * too. */
 static PyObject *
-decrypt(Records *self, Py_ssize_t room, int release)
+decrypt(Records *self, Py_ssize_t input, Py_ssize_t room, int release)
 {
     int count = 0, status = -1;
-    Py_ssize_t filled = 0;
+    Py_ssize_t filled = 0, reads = 0;
     if (!release) {
         while (status < 0 && filled < SCRATCH_SIZE) {
-            count = read_step(self, scratch + filled, SCRATCH_SIZE - filled, 0, &status);
-            if (count > 0)
+            Py_ssize_t space = SCRATCH_SIZE - filled;
+            count = read_step(self, scratch + filled, space, 0, &status);
+            if (count > 0) {
                 filled += count;
+                reads++;
+                if (count < space && all_read(self, input, filled, reads))
+                    status = WANT_MORE;
+            }
         }
         if (status >= 0)
             return outcome(PyBytes_FromStringAndSize(scratch, filled), status, count);
@@ -291,10 +321,16 @@ decrypt(Records *self, Py_ssize_t room, int release)
             if (_PyBytes_Resize(&out, room) < 0)
                 return NULL;
         }
-        count = read_step(self, PyBytes_AS_STRING(out) + filled, room - filled, release,
-                          &status);
-        if (count > 0)
+        Py_ssize_t space = room - filled;
+        if (space > MAX_STEP)
+            space = MAX_STEP;
+        count = read_step(self, PyBytes_AS_STRING(out) + filled, space, release, &status);
+        if (count > 0) {
             filled += count;
+            reads++;
+            if (count < space && all_read(self, input, filled, reads))
+                status = WANT_MORE;
+        }
     }
     if (filled != room && _PyBytes_Resize(&out, filled) < 0)
         return NULL;
@@ -322,7 +358,7 @@ records_receive(Records *self, PyObject *arg)
     }
     Py_ssize_t size = view.len;
     PyBuffer_Release(&view);
-    return decrypt(self, size + HELD_BACK, size >= RELEASE_GIL_AT);
+    return decrypt(self, size, size + HELD_BACK, size >= RELEASE_GIL_AT);
 }
 
 /* A file descriptor argument, or -1 with an exception set. */
@@ -381,7 +417,7 @@ records_recv_from(Records *self, PyObject *arg)
         PyErr_SetString(PyExc_MemoryError, "OpenSSL could not take incoming TLS data");
         return NULL;
     }
-    return decrypt(self, got + HELD_BACK, got >= RELEASE_GIL_AT);
+    return decrypt(self, got, got + HELD_BACK, got >= RELEASE_GIL_AT);
 }
 
 /* seal(data) -> (written, ciphertext, result)
@@ -424,7 +460,7 @@ seal(Records *self, PyObject *arg, Py_ssize_t *size_out)
     if (done == 0 && size > 0)
         return Py_BuildValue("nOi", (Py_ssize_t)0, Py_None, count);
     /* Each record adds a header, a tag and at most a little padding. */
-    PyObject *out = drain(self);
+    PyObject *out = drain(self, done + (done / 16384 + 2) * 64);
     if (out == NULL)
         return NULL;
     return Py_BuildValue("nNi", done, out, count);
@@ -508,7 +544,7 @@ records_drain(Records *self, PyObject *unused)
 {
     if (!ready(self))
         return NULL;
-    return drain(self);
+    return drain(self, 16384);
 }
 
 static PyMethodDef records_methods[] = {
