@@ -40,7 +40,7 @@ from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, Prot
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
-from .transport import send_pieces
+from .transport import send_pieces, send_pieces_nowait
 from .waiting import real
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
@@ -266,17 +266,26 @@ class Session:
             pieces = [queue.popleft()]
             while queue:
                 pieces.append(queue.popleft())
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            try:
-                sent = sock.send(data, _DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                queue.clear()
-                self._lost(f"write failed: {exc}", exc)
-                return
-            if sent < len(data):
-                queue.appendleft(memoryview(data)[sent:])  # type: ignore[arg-type]
+            if len(pieces) == 1:
+                data = pieces[0]
+                try:
+                    sent = sock.send(data, _DONTWAIT)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    queue.clear()
+                    self._lost(f"write failed: {exc}", exc)
+                    return
+                left = [memoryview(data)[sent:]] if sent < len(data) else []
+            else:  # large payloads go out from where they are (sendmsg)
+                try:
+                    left = send_pieces_nowait(sock, pieces, _DONTWAIT)
+                except OSError as exc:
+                    queue.clear()
+                    self._lost(f"write failed: {exc}", exc)
+                    return
+            if left:
+                queue.extendleft(reversed(left))
                 return
             if getattr(sock, "backlog", 0):
                 # a wrapping stream (TLS) took it all but still holds bytes to

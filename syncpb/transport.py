@@ -309,11 +309,22 @@ def send_pieces(sock: Any, pieces: List[bytes]) -> None:
     if len(pieces) == 1:
         _sendall(sock, pieces[0])
         return
-    if sum(map(len, pieces)) < _GATHER_FROM or not hasattr(sock, "sendmsg"):
-        _sendall(sock, b"".join(pieces))
+    buffers = gather(pieces, sock)
+    if len(buffers) == 1:
+        _sendall(sock, buffers[0])
         return
+    while buffers:
+        buffers = _after(buffers, sock.sendmsg(buffers[:_MAX_PIECES]))
+
+
+def gather(pieces: List[Any], sock: Any) -> List[Any]:
+    """``pieces`` as the buffers to write: one joined buffer, or (for a large
+    total on a socket with ``sendmsg``) runs of small pieces joined and
+    large ones as they are."""
+    if sum(map(len, pieces)) < _GATHER_FROM or not hasattr(sock, "sendmsg"):
+        return [b"".join(pieces)]
     buffers: List[Any] = []
-    run: List[bytes] = []
+    run: List[Any] = []
     for piece in pieces:
         if len(piece) < _OWN_PIECE:
             run.append(piece)
@@ -324,12 +335,35 @@ def send_pieces(sock: Any, pieces: List[bytes]) -> None:
         buffers.append(piece)
     if run:
         buffers.append(b"".join(run))
+    return buffers
+
+
+def send_pieces_nowait(sock: Any, pieces: List[Any], flags: int) -> List[Any]:
+    """Write what of ``pieces`` the socket takes at once (``flags`` holds
+    MSG_DONTWAIT); returns what it did not take, in order."""
+    buffers = gather(pieces, sock) if len(pieces) > 1 else pieces
     while buffers:
-        sent = sock.sendmsg(buffers[:_MAX_PIECES])
-        index = 0
-        while index < len(buffers) and sent >= len(buffers[index]):
-            sent -= len(buffers[index])
-            index += 1
-        buffers = buffers[index:]
-        if sent:
-            buffers[0] = memoryview(buffers[0])[sent:]
+        offered = buffers[:_MAX_PIECES]
+        try:
+            if len(offered) == 1:
+                sent = sock.send(offered[0], flags)
+            else:
+                sent = sock.sendmsg(offered, (), flags)
+        except BlockingIOError:
+            return buffers
+        buffers = _after(buffers, sent)
+        if sent < sum(map(len, offered)):  # the socket is full
+            return buffers
+    return buffers
+
+
+def _after(buffers: List[Any], sent: int) -> List[Any]:
+    """What is left of ``buffers`` once their first ``sent`` bytes are written."""
+    index = 0
+    while index < len(buffers) and sent >= len(buffers[index]):
+        sent -= len(buffers[index])
+        index += 1
+    buffers = buffers[index:]
+    if sent:
+        buffers[0] = memoryview(buffers[0])[sent:]
+    return buffers
