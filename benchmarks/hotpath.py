@@ -63,6 +63,11 @@ class _Socket:
     def recv(self, size: int) -> bytes:
         return self.recv_reply()
 
+    def recv_into(self, buffer: Any) -> int:
+        reply = self.recv_reply()
+        memoryview(buffer)[:len(reply)] = reply
+        return len(reply)
+
     def send(self, data: bytes, flags: int = 0) -> int:
         return len(data)
 

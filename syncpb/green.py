@@ -12,7 +12,8 @@ from typing import Any, Deque, Dict
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
-from .session import RECV_SIZE, Session, _get_ident, is_blocking, real
+from .session import Session, _get_ident, is_blocking, real
+from .transport import read_buffer
 
 __all__ = ["GreenSession"]
 
@@ -160,7 +161,11 @@ class GreenSession(Session):
                 # the socket is readable and read again; at the end or on an
                 # error, gevent's recv reports which.
                 try:
-                    data = raw.recv(RECV_SIZE) if raw is not None else None
+                    if raw is not None:
+                        view, area = read_buffer()
+                        data = view[:raw.recv_into(area)].tobytes()
+                    else:
+                        data = None
                 except BlockingIOError:
                     try:
                         if self._wait_readable(sock):

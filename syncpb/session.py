@@ -40,7 +40,7 @@ from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, Prot
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
-from .transport import send_pieces, send_pieces_nowait
+from .transport import read_buffer, send_pieces, send_pieces_nowait
 from .waiting import real
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
@@ -112,6 +112,7 @@ class Session:
             self.ready.addErrback(self._closed_before_handshake)
         #: gevent's non-blocking socket under a cooperative one, for direct sends
         self._raw_sock: Any = getattr(sock, "_sock", None)
+        self._reads_into = hasattr(sock, "recv_into")
         self._lock = _allocate_lock()
         self._pending: Dict[int, Any] = {}  # Deferreds, or anything with callback/errback
         self._queue: Deque[bytes] = collections.deque()
@@ -354,7 +355,11 @@ class Session:
         stream that wraps another, such as TLS, says so with
         BlockingIOError)."""
         try:
-            data = sock.recv(RECV_SIZE)
+            if self._reads_into:  # a socket: into the reused buffer, then copy out
+                view, area = read_buffer()
+                data = view[:sock.recv_into(area)].tobytes()
+            else:  # a stream that wraps another (TLS) hands over its own bytes
+                data = sock.recv(RECV_SIZE)
         except BlockingIOError:
             return b""
         except OSError as exc:

@@ -110,3 +110,28 @@ def test_blocking_send_pieces_writes_everything(pair) -> None:
     send_pieces(a, pieces)
     reader.join(10)
     assert b"".join(got) == whole
+
+
+def test_the_read_buffer_is_reused_per_thread() -> None:
+    from syncpb.transport import READ_SIZE, read_buffer
+    view, area = read_buffer()
+    assert read_buffer()[1] is area and len(view) == READ_SIZE
+    other: List[object] = []
+    thread = threading.Thread(target=lambda: other.append(read_buffer()[1]))
+    thread.start()
+    thread.join(10)
+    assert other and other[0] is not area
+
+
+def test_a_large_message_is_read_whole_through_the_buffer(pair) -> None:
+    from syncpb.transport import read_buffer
+    a, b = pair
+    whole = bytes(range(256)) * 2048  # 512 KiB
+    writer = threading.Thread(target=a.sendall, args=(whole,))
+    writer.start()
+    got = b""
+    while len(got) < len(whole):
+        view, area = read_buffer()
+        got += view[:b.recv_into(area)].tobytes()
+    writer.join(10)
+    assert got == whole

@@ -41,9 +41,10 @@ from __future__ import annotations
 import errno
 import socket as stdlib_socket
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 from syncpb.errors import ConnectionFailed, TLSError
+from syncpb.transport import read_buffer
 from syncpb.waiting import real
 
 from . import direct
@@ -51,29 +52,10 @@ from .engine import PeerCertificate, TLSEngine
 
 __all__ = ["TLSStream", "TLSStreamError", "handshake"]
 
-#: Ciphertext read at once, into a per-thread buffer (only the pages a read
-#: fills become resident). Larger than a plain session's read: a big message
-#: then reaches the engine whole or in a few large pieces, each decrypting
-#: many 16 KiB records in one pass. 256 KiB echoes over TLS, side by side on
-#: one machine: 64 KiB reads about 430 calls/s, 256 KiB 520-590, 1 MiB 740-1,000.
-_READ_SIZE = 1024 * 1024
 _HANDSHAKE_READ = 65536
 _DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
 _WANT_MORE, _AGAIN, _END = direct.WANT_MORE, direct.AGAIN, direct.END
 _allocate_lock = real("_thread", "allocate_lock")
-_buffers = real("_thread", "_local")()
-
-
-def _read_buffer() -> Tuple[memoryview, bytearray]:
-    """This thread's ciphertext buffer, reused: a fresh 1 MiB buffer per
-    read would be mapped and unmapped by the allocator every call. Readers
-    in one thread (greenlets of a hub) share it safely: a read fills it and
-    the engine copies it in before anything can switch."""
-    buffer = getattr(_buffers, "buffer", None)
-    if buffer is None:
-        array = bytearray(_READ_SIZE)
-        buffer = _buffers.buffer = (memoryview(array), array)
-    return buffer
 
 
 class TLSStreamError(OSError):
@@ -198,7 +180,7 @@ class TLSStream:
                 if status != _AGAIN:
                     return self._received(plain, status, result)
             self._wait_readable()
-        view, array = _read_buffer()
+        view, array = read_buffer()
         try:  # under gevent, data is usually there already: skip the hub's wait
             count = self._raw.recv_into(array)
         except BlockingIOError:
