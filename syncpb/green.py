@@ -13,7 +13,7 @@ from typing import Any, Deque, Dict
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .session import Session, _get_ident, is_blocking, real
-from .transport import read_buffer
+from .transport import read_buffer, wait_readable
 
 __all__ = ["GreenSession"]
 
@@ -168,7 +168,7 @@ class GreenSession(Session):
                         data = None
                 except BlockingIOError:
                     try:
-                        if self._wait_readable(sock):
+                        if wait_readable(sock):
                             continue
                     except OSError:  # closed while waiting: gevent's recv says so
                         pass
@@ -188,16 +188,6 @@ class GreenSession(Session):
                 self._internal_error(exc)
             finally:
                 watched.pop(me, None)
-
-    @staticmethod
-    def _wait_readable(sock: Any) -> bool:
-        """Wait (this greenlet only) until gevent's socket is readable;
-        False when it cannot be waited on that way (closed, or not gevent's)."""
-        event = getattr(sock, "_read_event", None)
-        if event is None:
-            return False
-        sock._wait(event)
-        return True
 
     def _run_calls(self, me: Any) -> None:
         """Run the queued calls in order; answers go out in one write after

@@ -46,8 +46,8 @@ from .waiting import real
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
 log = logging.getLogger("syncpb")
-# Below glibc's mmap threshold: a larger read buffer is mapped and unmapped
-# on every recv, which costs more than the whole rest of a small call.
+# The size hint for streams that wrap another (TLS): they read into the
+# shared buffer of syncpb.transport.read_buffer() themselves.
 RECV_SIZE = 64 * 1024
 _DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
 
@@ -267,24 +267,20 @@ class Session:
             pieces = [queue.popleft()]
             while queue:
                 pieces.append(queue.popleft())
-            if len(pieces) == 1:
-                data = pieces[0]
-                try:
-                    sent = sock.send(data, _DONTWAIT)
-                except BlockingIOError:
-                    sent = 0
-                except OSError as exc:
-                    queue.clear()
-                    self._lost(f"write failed: {exc}", exc)
-                    return
-                left = [memoryview(data)[sent:]] if sent < len(data) else []
-            else:  # large payloads go out from where they are (sendmsg)
-                try:
+            try:
+                if len(pieces) == 1:  # the usual small message, written out
+                    data = pieces[0]
+                    try:
+                        sent = sock.send(data, _DONTWAIT)
+                    except BlockingIOError:
+                        sent = 0
+                    left = [memoryview(data)[sent:]] if sent < len(data) else []
+                else:  # large payloads go out from where they are (sendmsg)
                     left = send_pieces_nowait(sock, pieces, _DONTWAIT)
-                except OSError as exc:
-                    queue.clear()
-                    self._lost(f"write failed: {exc}", exc)
-                    return
+            except OSError as exc:
+                queue.clear()
+                self._lost(f"write failed: {exc}", exc)
+                return
             if left:
                 queue.extendleft(reversed(left))
                 return

@@ -322,6 +322,18 @@ def read_buffer() -> Tuple[memoryview, Any]:
     return buffer  # type: ignore[no-any-return]
 
 
+def wait_readable(sock: Any) -> bool:
+    """Wait (this greenlet only) until gevent's socket ``sock`` is readable.
+
+    Returns False when it cannot be waited on that way (not gevent's, or
+    closed); a socket closed during the wait raises gevent's OSError."""
+    event = getattr(sock, "_read_event", None)
+    if event is None:
+        return False
+    sock._wait(event)
+    return True
+
+
 def send_pieces(sock: Any, pieces: List[bytes]) -> None:
     """Write ``pieces`` in order, in as few system calls as possible.
 

@@ -29,10 +29,10 @@ stream reads and writes in Python and hands the bytes to the engine.
 The engine (one OpenSSL connection) is used by a reading and a writing
 thread at once, so every engine call holds a lock, never across a wait
 (the C steps' socket calls never block). The session guarantees one
-writer at a time, so writes of the backlog need no lock of their own. Errors after the handshake reach the session as
-``OSError`` (:class:`TLSStreamError`) with the TLS error kept on it, so the
-connection ends as for any broken stream, and a client can still tell the
-user why (a server that refused our certificate says so only after a TLS
+writer at a time, so writes of the backlog need no lock of their own.
+Errors after the handshake reach the session as ``OSError``
+(:class:`TLSStreamError`) with the TLS error kept on it, so the connection
+ends as for any broken stream, and a client can still tell the user why (a server that refused our certificate says so only after a TLS
 1.3 handshake seemed complete).
 """
 
@@ -44,7 +44,7 @@ import time
 from typing import Any, Optional
 
 from syncpb.errors import ConnectionFailed, TLSError
-from syncpb.transport import read_buffer
+from syncpb.transport import read_buffer, wait_readable
 from syncpb.waiting import real
 
 from . import direct
@@ -203,11 +203,8 @@ class TLSStream:
 
     def _wait_readable(self) -> None:
         """Wait (this greenlet only) until gevent's socket is readable."""
-        inner = self._inner
-        event = inner._read_event
-        if event is None:  # gevent closed it
+        if not wait_readable(self._inner):  # gevent closed it
             raise OSError(errno.EBADF, "the TLS stream's socket is closed")
-        inner._wait(event)
 
     def _received(self, plain: bytes, status: int, result: int) -> bytes:
         """A C read step that did not end with plaintext (lock held)."""
