@@ -266,6 +266,8 @@ class Broker(CacheProtocol):
             try:
                 if self._handle(message, 0, events) != len(message):
                     raise ProtocolError("message decoded to a different length than framed")
+            except Incomplete:  # the framer saw a whole message; its values run past it
+                raise ProtocolError("decoder and framer disagree on a message end") from None
             finally:  # an assembled message may be large: keep nothing of it
                 self._long_strings = None
                 if self._reader is not None:
@@ -280,6 +282,17 @@ class Broker(CacheProtocol):
                     raise ProtocolError("decoder and framer disagree on a message end")
                 self._chunks = [rest]
                 return
+            except (ProtocolError, InsecureJelly):
+                # A message is framed before it is decoded, so that the
+                # verdict never depends on how the bytes were cut: a framing
+                # error anywhere in it wins, and a message not complete yet
+                # waits for its end (its decoding error comes back then).
+                rest = data[pos:] if pos else data
+                if self._framer.feed(rest) is None:
+                    self._chunks = [rest]
+                    return
+                self._framer.reset()
+                raise
 
     def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
         if self._state != _READY:

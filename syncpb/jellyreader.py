@@ -120,7 +120,8 @@ class Reader:
         if kind > VOCAB:
             raise BananaError(f"invalid Banana type byte 0x{kind:02x}")
         if (kind == STRING or kind == LIST) and value > self.size_limit:
-            raise BananaError(f"header of {value} exceeds the size limit {self.size_limit}")
+            what = "string" if kind == STRING else "list"  # the framer's words, exactly
+            raise BananaError(f"{what} header of {value} exceeds the size limit {self.size_limit}")
         return kind, value
 
     def _string_body(self, size: int) -> bytes:
@@ -304,8 +305,11 @@ class Reader:
                         raise Incomplete()
                     self.pos = end
                     return buf[pos + 2:end]
-                if (kind == LIST and buf[pos + 3] == VOCAB and self._fast_heads
-                        and self._claim is None):
+                # Never look past a token: an empty list has no head (what
+                # follows belongs to something else), and a head without a
+                # prefix byte is one byte long. Both take the general path.
+                if (kind == LIST and first and buf[pos + 2] < 0x80 and buf[pos + 3] == VOCAB
+                        and self._fast_heads and self._claim is None):
                     handler = _VOCAB_CONTAINERS.get(buf[pos + 2])
                     if handler is not None and first == 1:  # empty: no kwargs, say
                         if self.depth >= self.max_depth:  # still one level of nesting
