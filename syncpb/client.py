@@ -13,6 +13,7 @@ monkey-patching.
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any, Callable, Optional, Tuple, Union
 
 from .broker import Broker, Limits
@@ -28,7 +29,7 @@ from .transport import Address, AddressLike, PeerInfo, open_stream, parse_addres
 from .unixsocket import peer_credentials
 from .waiting import cooperative_hub
 
-__all__ = ["connect", "Connection"]
+__all__ = ["connect", "Connection", "CONNECT_TIMEOUT"]
 
 
 class Connection:
@@ -133,7 +134,12 @@ class Connection:
         return f"<Connection to {self.address}{' closed' if self.closed else ''}>"
 
 
-def connect(address: Union[AddressLike, Address], timeout: Optional[float] = None, *,
+#: Seconds :func:`connect` allows, by default, for reaching the server and
+#: completing the TLS and PB handshakes together.
+CONNECT_TIMEOUT = 10.0
+
+
+def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CONNECT_TIMEOUT, *,
             security: Optional[SecurityOptions] = None, limits: Limits = Limits(),
             unsafe_tracebacks: bool = False,
             call_timeout: Optional[float] = None,
@@ -144,7 +150,10 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
     Args:
         address: ``"tcp://host:port"``, ``"unix:///path"``,
             ``"tls://host:port"``, ``"tls+unix:///path"`` or ``(host, port)``.
-        timeout: seconds allowed for connecting and the handshakes (TLS and PB).
+        timeout: seconds allowed for reaching the server and completing the
+            TLS and PB handshakes, all together (default
+            :data:`CONNECT_TIMEOUT`, 10 s); ``None`` waits as long as the
+            OS and the peer take, possibly for ever.
         security: the allow-list for what this connection may decode.
         limits: per-connection limits (Twisted's defaults).
         unsafe_tracebacks: send full tracebacks when our methods fail.
@@ -162,8 +171,9 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
             failed: untrusted or expired certificate, hostname mismatch,
             our client certificate missing or refused, a peer that does not
             speak TLS.
-        ConnectionFailed: the server cannot be reached or did not answer
-            the handshake in time.
+        ConnectionFailed: the server cannot be reached, or did not
+            complete the handshake within ``timeout`` (the message names the
+            address and what did not arrive).
         ValueError: the address has no recognisable form, or ``tls`` was
             given for a plain address.
     """
@@ -171,8 +181,17 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
     security = with_registry(security, registry)
     green = cooperative_hub() is not None
     edge, engine = _tls_for(target, tls)
-    setup = None if engine is None else (lambda sock: edge.handshake(sock, engine, timeout))
-    sock, early = open_stream(target, timeout, cooperative=green, setup=setup)
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def setup(sock: Any) -> Any:
+        try:
+            return edge.handshake(sock, engine, _left(deadline))
+        except ConnectionFailed as exc:
+            if type(exc) is not ConnectionFailed:  # a TLSError says what it is itself
+                raise
+            raise ConnectionFailed(f"connected to {target}, but {exc}") from exc
+    sock, early = open_stream(target, timeout, cooperative=green,
+                              setup=None if engine is None else setup)
     broker = Broker(is_client=True, security=security, limits=limits,
                     unsafe_tracebacks=unsafe_tracebacks,
                     peer_info=PeerInfo(str(target), unix=peer_credentials(sock),
@@ -185,9 +204,14 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = Non
         session.feed(early)  # the server's first PB bytes came with the TLS handshake
     if green:
         session.start()  # a greenlet never reads: the background thread reads the handshake
-    _await_handshake(session, target, timeout, edge)
+    _await_handshake(session, target, timeout, _left(deadline), edge)
     session.start()
     return Connection(session, target)
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left until ``deadline`` (None: no deadline)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 def _tls_for(target: Address, tls: Any) -> Tuple[Any, Any]:
@@ -203,14 +227,19 @@ def _tls_for(target: Address, tls: Any) -> Tuple[Any, Any]:
 
 
 def _await_handshake(session: ThreadedSession, target: Address, timeout: Optional[float],
-                     edge: Any) -> None:
+                     left: Optional[float], edge: Any) -> None:
     """Wait for the PB handshake; say clearly why it did not come."""
     try:
-        session.ready.result(timeout=timeout)
+        session.ready.result(timeout=left)
     except CallTimeout:
+        # The caller gets ConnectionFailed; the ready Deferred's own failure
+        # (from the close below) is ours to consume, not an unhandled error.
+        session.ready.addErrback(lambda failure: None)
         session.close("no PB handshake in time")
-        hint = "" if target.is_tls else " (a TLS port? connect to tls://... with tls=)"
-        raise ConnectionFailed(f"{target} did not start the PB handshake in time{hint}") from None
+        hint = "" if target.is_tls else " A TLS port needs tls://... and tls="
+        raise ConnectionFailed(
+            f"connected to {target}, but no PB handshake arrived within {timeout:g} s "
+            f"(is it a PB server?{hint})") from None
     except ConnectionLost as exc:
         failure = None if edge is None else edge.tls_failure_of(exc)
         if failure is not None:  # e.g. a TLS 1.3 server refusing our certificate late

@@ -96,7 +96,7 @@ def handshake(sock: Any, engine: TLSEngine, timeout: Optional[float]) -> bytes:
         _send_alert(sock, engine)
         raise
     except stdlib_socket.timeout:
-        raise ConnectionFailed(f"no TLS handshake within {timeout} seconds") from None
+        raise ConnectionFailed(f"no TLS handshake within {timeout:.3g} s") from None
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise ConnectionFailed(f"the peer hung up during the TLS handshake (did it refuse "
                                f"our certificate or our name?): {exc}") from exc
