@@ -31,7 +31,9 @@ from .errors import (AlreadyCalledError, BananaError, CallTimeout, CertificateEx
                      UnhandledCredentials)
 from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
+from .heartbeat import Heartbeat
 from .jelly import SecurityOptions, Unpersistable
+from .keepalive import Keepalive
 from .reference import RemoteReference
 from .passwords import FilePasswordChecker, add_user
 from .peercheck import ClientCertificate, UnixPeer, UnixPeerChecker
@@ -46,6 +48,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     # connecting and serving
     "connect", "Connection", "Server", "Limits", "SecurityOptions", "wait_mode",
+    "Keepalive", "Heartbeat",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
     "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",

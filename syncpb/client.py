@@ -20,7 +20,9 @@ from .broker import Broker, Limits
 from .copyable import UnjellyableRegistry
 from .deferred import Deferred
 from .errors import CallTimeout, ConnectionFailed, ConnectionLost, ProtocolError
+from .heartbeat import Heartbeat, start as start_heartbeat
 from .jelly import SecurityOptions, with_registry
+from .keepalive import KeepaliveOption, apply as apply_keepalive, resolve as keepalive_settings
 from .passwords import check_params, derive_key
 from .portal import proof, respond
 from .reference import RemoteReference
@@ -144,7 +146,8 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
             unsafe_tracebacks: bool = False,
             call_timeout: Optional[float] = None,
             registry: Optional[UnjellyableRegistry] = None,
-            tls: Any = None) -> Connection:
+            tls: Any = None, keepalive: KeepaliveOption = True,
+            heartbeat: Optional[Heartbeat] = None) -> Connection:
     """Connect to a PB server and wait until it is ready for calls.
 
     Args:
@@ -165,6 +168,15 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
         tls: for a ``tls://`` or ``tls+unix://`` address, the
             :func:`syncpb.tls.client_context` (default: verify the server
             against the system's CAs).
+        keepalive: TCP keepalive for the connection: True (the default,
+            :data:`syncpb.keepalive.DEFAULT`: a vanished peer noticed within
+            2 minutes), a :class:`~syncpb.keepalive.Keepalive` with other
+            timings, or False. Unix sockets need none.
+        heartbeat: a :class:`~syncpb.heartbeat.Heartbeat` that calls a
+            method of the server's root periodically and closes the
+            connection when no answer comes in time (off by default); it
+            notices what keepalive cannot: a hung server process, a proxy
+            that stopped forwarding.
 
     Raises:
         TLSError: (a subclass, also a ConnectionFailed) the TLS handshake
@@ -178,6 +190,7 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
             given for a plain address.
     """
     target = parse_address(address)
+    probing = keepalive_settings(keepalive)
     security = with_registry(security, registry)
     green = cooperative_hub() is not None
     edge, engine = _tls_for(target, tls)
@@ -192,6 +205,7 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
             raise ConnectionFailed(f"connected to {target}, but {exc}") from exc
     sock, early = open_stream(target, timeout, cooperative=green,
                               setup=None if engine is None else setup)
+    apply_keepalive(sock, probing)
     broker = Broker(is_client=True, security=security, limits=limits,
                     unsafe_tracebacks=unsafe_tracebacks,
                     peer_info=PeerInfo(str(target), unix=peer_credentials(sock),
@@ -206,7 +220,10 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
         session.start()  # a greenlet never reads: the background thread reads the handshake
     _await_handshake(session, target, timeout, _left(deadline), edge)
     session.start()
-    return Connection(session, target)
+    connection = Connection(session, target)
+    if heartbeat is not None:
+        start_heartbeat(heartbeat, connection.root, session)
+    return connection
 
 
 def _left(deadline: Optional[float]) -> Optional[float]:

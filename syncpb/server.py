@@ -36,6 +36,7 @@ from .errors import ConnectionFailed, SyncPBError
 from .copyable import UnjellyableRegistry
 from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
+from .keepalive import KeepaliveOption, apply as apply_keepalive, resolve as keepalive_settings
 from .green import GreenSession
 from .osthreads import OSFlag, OSThread
 from .session import _get_ident
@@ -82,14 +83,20 @@ class Server:
         handshake_timeout: seconds a new connection has to complete the TLS
             and PB handshakes together; a client that does not is dropped
             (None: no limit).
+        keepalive: TCP keepalive on accepted TCP connections: True (the
+            default, :data:`syncpb.keepalive.DEFAULT`: a client that
+            vanished without closing is dropped within 2 minutes), a
+            :class:`~syncpb.keepalive.Keepalive`, or False.
     """
 
     def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
                  limits: Limits = Limits(), unsafe_tracebacks: bool = False,
                  registry: Optional[UnjellyableRegistry] = None,
                  pool: Any = None, blocking_methods: bool = False,
-                 handshake_timeout: Optional[float] = 10.0) -> None:
+                 handshake_timeout: Optional[float] = 10.0,
+                 keepalive: KeepaliveOption = True) -> None:
         self.root = root
+        self.keepalive = keepalive_settings(keepalive)
         self.handshake_timeout = handshake_timeout
         self.pool = pool
         self._offload = _Offload(pool, blocking_methods)
@@ -270,6 +277,7 @@ class Server:
     def _handle(self, sock: Any, peer: Any, tls: Any = None) -> None:
         if sock.family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+            apply_keepalive(sock, self.keepalive)
         tune(sock)
         import gevent
         import gevent.event

@@ -102,6 +102,27 @@ def test_connect_and_call(twisted_server, form):
 # -- values: types() and echo() ------------------------------------------------------
 
 
+def test_a_heartbeat_against_twisted_keeps_a_live_connection(twisted_server):
+    beats = threading.Semaphore(0)
+    beat = syncpb.Heartbeat("echo", args=("beat",), interval=0.01, timeout=WAIT,
+                            on_answer=lambda seconds: beats.release())
+    with syncpb.connect(twisted_server, timeout=WAIT, heartbeat=beat) as connection:
+        for _ in range(3):
+            assert beats.acquire(timeout=WAIT)
+        assert call(connection.root, "add", 1, 2) == 3
+
+
+def test_a_heartbeat_against_twisted_notices_a_peer_that_stops_answering(twisted_server):
+    # slowAdd answers after 30 s: to the heartbeat, a server gone silent
+    beat = syncpb.Heartbeat("slowAdd", args=(1, 2, 30.0), interval=0.01, timeout=0.3)
+    with syncpb.connect(twisted_server, timeout=WAIT, heartbeat=beat) as connection:
+        gone = threading.Event()
+        connection.notifyOnDisconnect(gone.set)
+        assert gone.wait(WAIT)
+        with pytest.raises(syncpb.DeadReferenceError):
+            connection.root.callRemote("add", 1, 2)
+
+
 @pytest.fixture(scope="module")
 def server_types(twisted_server):
     with syncpb.connect(twisted_server, timeout=WAIT) as connection:
