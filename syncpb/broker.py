@@ -79,19 +79,27 @@ class Limits:
         max_depth: deepest nesting of containers decoded. Twisted has no
             explicit limit and fails at Python's recursion limit (roughly
             250 levels for its decoder); 200 stays safely inside it.
-        max_incoming_calls: calls from the peer running at once; None means
-            unlimited, as in Twisted.
+        max_incoming_calls: calls from the peer running at once (awaiting
+            their answers). A call beyond it is answered at once with an
+            error (never queued); answers and callbacks are never held
+            back. None means unlimited, as in Twisted.
         close_on_violation: also close the connection after answering a
             message to an unknown object or a refused type (Twisted only
             answers with an error).
+        max_unsent_bytes: bytes a server connection may have waiting to
+            be written because its peer does not read them; beyond it the
+            connection is closed (logged), instead of the server's memory
+            growing. None: no limit. (A client's writes wait for the socket
+            instead: the calling thread blocks.)
     """
 
     size_limit: int = banana.SIZE_LIMIT
     prefix_limit: int = banana.PREFIX_LIMIT
     max_references: int = 1024
     max_depth: int = 200
-    max_incoming_calls: Optional[int] = None
+    max_incoming_calls: Optional[int] = 1000
     close_on_violation: bool = True
+    max_unsent_bytes: Optional[int] = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if self.prefix_limit < MIN_PREFIX_LIMIT:
@@ -135,7 +143,8 @@ class Broker(CacheProtocol):
                  "released", "_state", "_vocab", "_out", "_writer", "_chunks",
                  "_long_strings", "_reader", "_framer", "_next_request", "_next_oid",
                  "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
-                 "_imports", "_waiting", "_incoming", "_max_incoming", "_message_head",
+                 "_imports", "_waiting", "_incoming", "_max_incoming", "_refusing",
+                 "_told_limit", "_message_head",
                  "_cachemessage_head", "_answer_head", "_empty_kwargs", "_call_targets",
                  "peer", "peer_info", "on_abort", "__weakref__")
 
@@ -178,6 +187,8 @@ class Broker(CacheProtocol):
         self._waiting: set = set()
         self._incoming = 0
         self._max_incoming = limits.max_incoming_calls
+        self._refusing: Optional[str] = None
+        self._told_limit = False
         self._init_caches()
         if root is not None:
             published = root.rootObject(self) if isinstance(root, Root) else root
@@ -445,13 +456,48 @@ class Broker(CacheProtocol):
             return
         limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
-            self._reply_error(request_id, answer_required,
-                              Error(f"more than {limit} calls in progress on this connection"))
+            self._refuse_call(request_id, answer_required, limit)
             return
         if answer_required:
             self._incoming += 1
         events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required,
                                    perspective))
+
+    def _refuse_call(self, request_id: Any, answer_required: bool, limit: int) -> None:
+        """Answer a call beyond the limit (or any call, while refusing) at once."""
+        if self._refusing is not None:
+            self._reply_error(request_id, answer_required, Error(self._refusing))
+            return
+        if not self._told_limit:
+            self._told_limit = True
+            log.warning("PB peer %s has %d calls in progress, Limits.max_incoming_calls: "
+                        "refusing its further calls until some finish (logged once per "
+                        "connection)", self.peer or "?", limit)
+        self._reply_error(request_id, answer_required, Error(
+            f"too many calls in progress on this connection (the server allows {limit}, "
+            f"Limits.max_incoming_calls); this call was not run, retry when others finish"))
+
+    @property
+    def calls_in_progress(self) -> int:
+        """Calls from the peer still awaiting their answers."""
+        return self._incoming
+
+    @property
+    def message_under_way(self) -> bool:
+        """True while a message has begun to arrive and is not complete yet."""
+        return bool(self._chunks)
+
+    def refuse_calls(self, reason: str) -> None:
+        """Answer every further call from the peer with an error saying
+        ``reason`` (e.g. while the server stops); answers still go out."""
+        self._refusing = reason
+        self._max_incoming = 0
+
+    @property
+    def root_object(self) -> Any:
+        """The object published as ``b'root'`` on this connection (None on a client)."""
+        entry = self._exports.get(b"root")
+        return None if entry is None else entry[0]
 
     def _violation(self, reason: str, events: List[Event]) -> None:
         if self.limits.close_on_violation:

@@ -8,7 +8,9 @@ Used by the server for every connection (client connections are
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Dict
+import logging
+import time
+from typing import Any, Deque, Dict, Optional
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
@@ -17,6 +19,9 @@ from .transport import read_buffer, wait_readable
 
 __all__ = ["GreenSession"]
 
+log = logging.getLogger("syncpb")
+#: Queue length (messages) at which a slow reader's unsent bytes are first summed.
+_FIRST_UNSENT_CHECK = 16
 
 
 class _SwitchWatch:
@@ -82,6 +87,11 @@ class GreenSession(Session):
         self._reader: Any = None
         self._batching = False
         self._draining = False
+        self._check_unsent_at = _FIRST_UNSENT_CHECK
+        #: when the message now arriving began (monotonic), for the server's
+        #: message_timeout; kept only when ``track_messages`` is set
+        self.message_started: Optional[float] = None
+        self.track_messages = False
         super().__init__(sock, broker, name)
 
 
@@ -97,13 +107,37 @@ class GreenSession(Session):
         """Write what the socket takes now; a writer greenlet waits to send
         the rest, so the reader never stops reading because the peer is
         slow to read (two peers that both only wrote would deadlock)."""
-        if self._draining:
-            return  # the writer greenlet sends everything queued, in order
+        if self._draining:  # the writer greenlet sends everything queued, in order
+            if len(self._queue) >= self._check_unsent_at:
+                self._check_unsent()
+            return
         with self._send_mutex:
             self._write_queue_nowait()
         if self._queue and not self._lost_done:
+            if len(self._queue) >= self._check_unsent_at:
+                self._check_unsent()
+                if self._lost_done:
+                    return
             self._draining = True
             self._gevent.spawn_raw(self._drain)
+
+    def _check_unsent(self) -> None:
+        """The peer is slow to read: close the connection if what waits to
+        be written exceeds ``Limits.max_unsent_bytes``. Summed only at
+        doubling queue lengths, so the check costs O(1) per message."""
+        limit = self.broker.limits.max_unsent_bytes
+        queue = self._queue
+        if limit is None:
+            self._check_unsent_at = 1 << 62
+            return
+        unsent = sum(map(len, queue))
+        if unsent > limit:
+            reason = (f"the peer does not read: {unsent} bytes waiting to be sent, over "
+                      f"Limits.max_unsent_bytes={limit}")
+            log.warning("closing PB connection %s: %s", self.name, reason)
+            self._lost(reason, None)
+        else:
+            self._check_unsent_at = 2 * len(queue)
 
     def _drain(self) -> None:
         try:
@@ -111,8 +145,20 @@ class GreenSession(Session):
                 self._write_queue()  # gevent's sendall: waits only this greenlet
         finally:
             self._draining = False
+            self._check_unsent_at = _FIRST_UNSENT_CHECK
         if self._queue and not self._lost_done:
             self._write_or_hand_off()
+
+    def close_after_writing(self, reason: str, timeout: Optional[float]) -> None:
+        """Write everything queued, waiting at most ``timeout`` seconds for
+        a slow reader, then close (in the hub thread; a graceful stop)."""
+        if not self.closed:
+            with self._lock:
+                self._enqueue_locked()
+            with self._gevent.Timeout(timeout, False):  # silent when it expires
+                with self._send_mutex:
+                    self._write_queue()
+        self.close(reason)
 
     def spawn(self, task: Any, name: str) -> None:
         """Run ``task`` in a new greenlet of this session's hub."""
@@ -183,11 +229,20 @@ class GreenSession(Session):
             try:
                 if data:
                     self.feed(data)
+                    if self.track_messages:
+                        self._note_message()
                 self._run_calls(me)
             except Exception as exc:  # never let an error escape into the hub
                 self._internal_error(exc)
             finally:
                 watched.pop(me, None)
+
+    def _note_message(self) -> None:
+        """Remember when the message now arriving began (None: none is)."""
+        if not self.broker.message_under_way:
+            self.message_started = None
+        elif self.message_started is None:
+            self.message_started = time.monotonic()
 
     def _run_calls(self, me: Any) -> None:
         """Run the queued calls in order; answers go out in one write after
@@ -226,5 +281,9 @@ class GreenSession(Session):
             with self._send_mutex:  # _write_or_hand_off() written out
                 self._write_queue_nowait()
             if queue and not self._lost_done:
+                if len(queue) >= self._check_unsent_at:
+                    self._check_unsent()
+                    if self._lost_done:
+                        return
                 self._draining = True
                 self._gevent.spawn_raw(self._drain)

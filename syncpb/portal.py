@@ -206,7 +206,7 @@ class Portal(Root):
         self.checkers.append(checker)
 
     def rootObject(self, broker: Any) -> Referenceable:  # noqa: N802
-        return _LoginRoot(self, broker)
+        return LoginRoot(self, broker)
 
     def login_by_connection(self, peer_info: Any, mind: Any, *interfaces: Any) -> Deferred:
         """An anonymous login: what the connection proves (a TLS client
@@ -289,7 +289,7 @@ class _LoggedIn(Referenceable):
 class _Challenger(Referenceable):
     """Answers one ``respond``: the login's second step (single use)."""
 
-    def __init__(self, root: "_LoginRoot", username: bytes, challenge: bytes,
+    def __init__(self, root: "LoginRoot", username: bytes, challenge: bytes,
                  credentials: type = ChallengeResponse) -> None:
         self.root = root
         self.username = username
@@ -306,13 +306,14 @@ class _Challenger(Referenceable):
         return self.root.logged_in(d, self.username)
 
 
-class _LoginRoot(Referenceable):
+class LoginRoot(Referenceable):
     """What a portal publishes on each connection: Twisted's two methods."""
 
     def __init__(self, portal: Portal, broker: Any) -> None:
         self.portal = portal
         self.broker = broker
         self.failures = 0
+        self.logins = 0  # successful ones (the server's login_timeout reads it)
 
     def _attempt(self, username: Any) -> bytes:
         """A new login attempt by ``username``: refused (and the connection
@@ -352,6 +353,7 @@ class _LoginRoot(Referenceable):
         """Wrap the avatar of a login; count and log a refusal."""
         def wrap(result: Tuple[Any, Any, Callable[[], Any]]) -> _LoggedIn:
             _, avatar, logout = result
+            self.logins += 1
             return _LoggedIn(avatar, logout)
 
         def refused(failure: Failure) -> Failure:

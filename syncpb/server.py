@@ -39,6 +39,7 @@ from .jelly import SecurityOptions, with_registry
 from .keepalive import KeepaliveOption, apply as apply_keepalive, resolve as keepalive_settings
 from .green import GreenSession
 from .osthreads import OSFlag, OSThread
+from .portal import LoginRoot
 from .session import _get_ident
 from .transport import Address, AddressLike, PeerInfo, bind_listener, parse_address
 from .unixsocket import peer_credentials, tune, unlink_unix
@@ -60,6 +61,28 @@ class _Offload:
         if pool is None:  # the process-wide pool: syncpb.adapters is the one place for pools
             pool = importlib.import_module("syncpb.adapters").default_pool()
         return pool.submit(method, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def _left(deadline: Optional[float]) -> Optional[float]:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+class _RateLimitedLog:
+    """A warning repeated by a flood, logged at most once per ``every`` seconds
+    with the count since the last line."""
+
+    def __init__(self, message: str, every: float = 10.0) -> None:
+        self.message = message
+        self.every = every
+        self.count = 0
+        self.last = -every
+
+    def note(self, *args: Any) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            log.warning(self.message, self.count, *args)
+            self.count, self.last = 0, now
 
 
 class Server:
@@ -87,6 +110,19 @@ class Server:
             default, :data:`syncpb.keepalive.DEFAULT`: a client that
             vanished without closing is dropped within 2 minutes), a
             :class:`~syncpb.keepalive.Keepalive`, or False.
+        backlog: connections the kernel queues for each listener before
+            they are accepted (capped by the system's somaxconn).
+        max_connections: connections served at once; beyond it new ones
+            are closed as soon as they are accepted, with a logged warning
+            (None: no limit).
+        login_timeout: with a :class:`~syncpb.Portal` as root, seconds a
+            connection has from the PB handshake to its first successful
+            login; one that has none by then is closed (None: no limit).
+        message_timeout: seconds a message may take to arrive once it has
+            begun; a connection that leaves one incomplete longer (holding
+            its buffer) is closed (None, the default: no limit).
+        stop_timeout: what :meth:`serve_forever`'s SIGTERM/SIGINT handlers
+            give in-flight calls (see :meth:`stop`).
     """
 
     def __init__(self, root: Any, *, security: Optional[SecurityOptions] = None,
@@ -94,9 +130,20 @@ class Server:
                  registry: Optional[UnjellyableRegistry] = None,
                  pool: Any = None, blocking_methods: bool = False,
                  handshake_timeout: Optional[float] = 10.0,
-                 keepalive: KeepaliveOption = True) -> None:
+                 keepalive: KeepaliveOption = True, backlog: int = 1024,
+                 max_connections: Optional[int] = None,
+                 login_timeout: Optional[float] = 60.0,
+                 message_timeout: Optional[float] = None,
+                 stop_timeout: float = 10.0) -> None:
         self.root = root
         self.keepalive = keepalive_settings(keepalive)
+        self.backlog = backlog
+        self.max_connections = max_connections
+        self.login_timeout = login_timeout
+        self.message_timeout = message_timeout
+        self.stop_timeout = stop_timeout
+        self._accepted = 0  # connections being served, handshakes included
+        self._refusals = _RateLimitedLog("refused %d connection(s): max_connections=%s reached")
         self.handshake_timeout = handshake_timeout
         self.pool = pool
         self._offload = _Offload(pool, blocking_methods)
@@ -131,7 +178,7 @@ class Server:
         return len(self._sessions)
 
     def listen(self, address: AddressLike, *, mode: Optional[int] = None,
-               tls: Any = None) -> str:
+               tls: Any = None, backlog: Optional[int] = None) -> str:
         """Bind a listener; return its bound address (port 0 resolved).
 
         May be called before or while serving, as often as needed; every
@@ -148,6 +195,7 @@ class Server:
             tls: for a ``tls://`` or ``tls+unix://`` address, the
                 :func:`syncpb.tls.server_context` (certificate, key, and the
                 CA that client certificates must chain to, if any).
+            backlog: this listener's accept queue (default: the server's).
 
         Raises:
             ConnectionFailed: the address cannot be bound (the message says why).
@@ -157,7 +205,8 @@ class Server:
         if target.is_tls != (tls is not None):
             raise ValueError(f"{target}: a tls:// or tls+unix:// address needs tls="
                              f"syncpb.tls.server_context(...), and only such an address takes it")
-        sock, bound, identity = bind_listener(target, mode=mode)
+        sock, bound, identity = bind_listener(
+            target, backlog=self.backlog if backlog is None else backlog, mode=mode)
         if tls is not None:
             self._tls[sock.fileno()] = tls
         self._listeners.append((sock, bound, identity))
@@ -165,10 +214,13 @@ class Server:
             self._call_in_hub(self._serve_listener, sock)
         return str(bound)
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, handle_signals: bool = True) -> None:
         """Serve in the calling thread until :meth:`stop` is called.
 
         A server serves once: after :meth:`stop` it cannot be started again.
+        In the main thread (and with ``handle_signals``), SIGTERM and
+        SIGINT stop it gracefully, as ``stop(timeout=stop_timeout)`` does;
+        the previous handlers are back when it returns.
 
         Raises:
             SyncPBError: nothing to serve (no :meth:`listen` yet), or the
@@ -185,14 +237,38 @@ class Server:
         self._stopping = gevent.event.Event()
         if self._stop_requested.is_set():  # stop() came while we were setting up
             self._stopping.set()
+        watchers = self._handle_signals() if handle_signals else []
+        helpers = []
         try:
             for sock, _, _ in self._listeners:
                 self._serve_listener(sock)
+            if self.message_timeout is not None:
+                helpers.append(gevent.spawn(self._watch_messages))
             self._running.set()
             self._stopping.wait()
         finally:
+            for watcher in watchers:
+                watcher.cancel()
+            gevent.killall(helpers)
             self._shutdown()
             self._finished.set()
+
+    def _handle_signals(self) -> List[Any]:
+        """SIGTERM and SIGINT handlers that stop gracefully (main thread only)."""
+        import signal
+        import gevent
+        try:
+            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGTERM))
+        except ValueError:  # not the main thread: signals are not ours to take
+            return []
+
+        def stop_on(signum: int) -> None:
+            log.info("%s received: stopping; in-flight calls get up to %g s",
+                     signal.Signals(signum).name, self.stop_timeout)
+            self.stop(self.stop_timeout)
+
+        return [gevent.signal_handler(signum, stop_on, signum)
+                for signum in (signal.SIGTERM, signal.SIGINT)]
 
     def start(self, timeout: Optional[float] = 10.0) -> None:
         """Serve in a background thread; return once it accepts connections.
@@ -211,14 +287,20 @@ class Server:
             raise SyncPBError(f"server did not start: {self._error}")
 
     def stop(self, timeout: Optional[float] = 10.0) -> None:
-        """Stop serving: close listeners and every connection.
+        """Stop serving gracefully: stop accepting, let calls in flight
+        finish and answer, then close every connection.
 
-        Safe from any thread, before, during or after serving. Waits up to
-        ``timeout`` for :meth:`serve_forever` (in whatever thread it runs)
-        to finish, unless called from inside the server itself. The
-        server's own pool (``pool=``) first gets up to ``timeout`` to
-        finish the calls it runs, whose answers still go out; then it
+        Listeners close at once. Calls already running get up to
+        ``timeout`` seconds to finish; their answers go out. Calls arriving
+        meanwhile are answered at once with an error ("server stopping").
+        Then every connection closes: a call still unanswered fails on its
+        client with :class:`~syncpb.errors.ConnectionLost`. The server's
+        own pool (``pool=``) is stopped within the same time and then
         refuses new work with :class:`~syncpb.errors.PoolClosed`.
+
+        Safe from any thread, before, during or after serving. Waits (up to
+        about twice ``timeout``) for :meth:`serve_forever`, in whatever
+        thread it runs, to finish, unless called from inside the server.
         """
         self._stop_timeout = timeout
         self._stop_requested.set()
@@ -230,7 +312,7 @@ class Server:
             if self.pool is not None:
                 self.pool.stop(timeout)
         if finished is not None and self._hub_thread != _get_ident():
-            finished.wait(timeout)
+            finished.wait(None if timeout is None else 2 * timeout + 1)
 
     def __enter__(self) -> "Server":
         return self
@@ -275,6 +357,17 @@ class Server:
         self._servers.append(server)
 
     def _handle(self, sock: Any, peer: Any, tls: Any = None) -> None:
+        limit = self.max_connections
+        if limit is not None and self._accepted >= limit:
+            self._refusals.note(limit)
+            return  # gevent closes the socket: the client sees the connection end
+        self._accepted += 1
+        try:
+            self._serve_connection(sock, peer, tls)
+        finally:
+            self._accepted -= 1
+
+    def _serve_connection(self, sock: Any, peer: Any, tls: Any) -> None:
         if sock.family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
             apply_keepalive(sock, self.keepalive)
@@ -299,11 +392,14 @@ class Server:
                         peer_info=PeerInfo(name, unix=credentials, certificate=certificate))
         session = GreenSession(stream, broker, name)
         session.offload = self._offload
+        session.track_messages = self.message_timeout is not None
         if early:
             session.feed(early)
         if self.handshake_timeout is not None:
             left = max(self.handshake_timeout - (time.monotonic() - started), 0.0)
             gevent.spawn_later(left, self._check_handshake, session)
+        if self.login_timeout is not None and isinstance(broker.root_object, LoginRoot):
+            gevent.spawn_later(self.login_timeout, self._check_login, session)
         ended = gevent.event.Event()
         self._sessions.add(session)
         session.notify_on_disconnect(lambda: (self._sessions.discard(session),
@@ -327,6 +423,43 @@ class Server:
                      session.name, self.handshake_timeout)
             session.close("no PB handshake in time")
 
+    def _await_calls(self, sessions: List[GreenSession], deadline: Optional[float]) -> None:
+        """Let the calls in flight finish, until ``deadline`` (in the hub).
+
+        Polls every 10 ms: only while stopping, and a call's end has no
+        single place to signal from (inline, in a greenlet, in the pool)."""
+        import gevent
+        while any(not s.closed and s.broker.calls_in_progress for s in sessions):
+            if deadline is not None and time.monotonic() >= deadline:
+                busy = sum(s.broker.calls_in_progress for s in sessions if not s.closed)
+                log.warning("stopping with %d call(s) unfinished after the stop timeout; "
+                            "their callers get ConnectionLost", busy)
+                return
+            gevent.sleep(0.01)
+
+    def _check_login(self, session: GreenSession) -> None:
+        login_root = session.broker.root_object
+        if not session.closed and not login_root.logins:
+            reason = f"no successful login within {self.login_timeout:g} s (login_timeout)"
+            log.info("closing PB connection %s: %s", session.name, reason)
+            session.close(reason)
+
+    def _watch_messages(self) -> None:
+        """Close connections that leave a message incomplete too long."""
+        import gevent
+        limit = self.message_timeout
+        assert limit is not None
+        while True:
+            gevent.sleep(max(limit / 4, 0.01))
+            now = time.monotonic()
+            for session in list(self._sessions):
+                started = session.message_started
+                if started is not None and now - started > limit and not session.closed:
+                    reason = (f"a message left incomplete for over {limit:g} s "
+                              f"(message_timeout)")
+                    log.warning("closing PB connection %s: %s", session.name, reason)
+                    session.close(reason)
+
     def _close_listeners(self) -> None:
         for server in self._servers:
             server.close()
@@ -343,10 +476,17 @@ class Server:
 
     def _shutdown(self) -> None:
         self._close_listeners()
+        timeout = self._stop_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.broker.refuse_calls("server stopping: this call was not run")
+        self._await_calls(sessions, deadline)
         if self.pool is not None:  # its calls finish and answer; it refuses new ones
-            self.pool.stop(self._stop_timeout)
-        for session in list(self._sessions):
-            session.close("server stopping")
+            self.pool.stop(_left(deadline))
+        import gevent
+        gevent.joinall([gevent.spawn(session.close_after_writing, "server stopping",
+                                     _left(deadline)) for session in sessions])
         self._sessions.clear()
         self._hub = self._stopping = None
         self._hub_thread = None
