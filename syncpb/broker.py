@@ -442,6 +442,10 @@ class Broker(CacheProtocol):
             self._reply_error(request_id, answer_required,
                               TypeError("keyword argument names must be UTF-8 text"))
             return
+        if not name.isidentifier() or "__" in name:  # dots, dunders, odd characters
+            self._reply_error(request_id, answer_required, NoSuchMethod(
+                f"refused method name {name!r}: only identifiers without '__' are callable"))
+            return
         if isinstance(target, Referenceable):
             method, perspective = target.remote_method(name), target.pb_perspective
         elif isinstance(target, RemoteCache):  # a cachemessage: the owner's update

@@ -27,12 +27,20 @@ subclass and the helper they use.
 
 from __future__ import annotations
 
+import functools
+import types
 from typing import Any, Callable, Iterator, List, Optional
 
 from .copyable import Copyable, RemoteCopy
 from .errors import ConnectionLost, DeadReferenceError
 
 __all__ = ["Cacheable", "RemoteCache", "ObserverList"]
+
+#: What a peer may run: functions and methods (bound, built-in, or a view's
+#: ``functools.partial``). A class, or an object with ``__call__``, stored
+#: under a ``remote_`` name is not a method and is refused.
+METHOD_TYPES = (types.MethodType, types.FunctionType, types.BuiltinMethodType,
+                functools.partial)
 
 
 class Cacheable(Copyable):
@@ -66,7 +74,7 @@ class RemoteCache(RemoteCopy):
     def observe_method(self, name: str) -> Optional[Callable[..., Any]]:
         """The bound method an update named ``name`` runs, or None."""
         method = getattr(self, self.observe_prefix + name, None)
-        return method if callable(method) else None
+        return method if isinstance(method, METHOD_TYPES) else None
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, RemoteCache):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Optional, Tuple
 
+from .cache import METHOD_TYPES
+
 __all__ = ["Referenceable", "Root", "Avatar", "Viewable", "ViewPoint"]
 
 
@@ -39,7 +41,7 @@ class Referenceable:
             perspective: the avatar the call came through, if any.
         """
         method = getattr(self, self.remote_prefix + name, None)
-        return method if callable(method) else None
+        return method if isinstance(method, METHOD_TYPES) else None
 
 
 class Root(Referenceable):

@@ -40,6 +40,7 @@ import logging
 import os
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
+from .cache import METHOD_TYPES
 from .deferred import Deferred, maybe_deferred
 from .errors import UnauthorizedLogin, UnhandledCredentials
 from .failure import Failure
@@ -274,7 +275,7 @@ class _LoggedIn(Referenceable):
         if isinstance(self.avatar, Referenceable) and self.avatar.remote_prefix == "perspective_":
             return self.avatar.remote_method(name)
         method = getattr(self.avatar, "perspective_" + name, None)
-        return method if callable(method) else None
+        return method if isinstance(method, METHOD_TYPES) else None
 
     def _pb_unexported(self) -> None:
         """The client released the avatar, or the connection ended."""
