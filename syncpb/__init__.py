@@ -35,6 +35,7 @@ from .heartbeat import Heartbeat
 from .jelly import SecurityOptions, Unpersistable
 from .keepalive import Keepalive
 from .reference import RemoteReference
+from .reconnect import Backoff, NotConnected, ReconnectingClient
 from .passwords import FilePasswordChecker, add_user
 from .peercheck import ClientCertificate, UnixPeer, UnixPeerChecker
 from .portal import (AllowAnonymousAccess, Anonymous, ChallengeResponse, InMemoryPasswordChecker,
@@ -48,7 +49,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     # connecting and serving
     "connect", "Connection", "Server", "Limits", "SecurityOptions", "wait_mode",
-    "Keepalive", "Heartbeat",
+    "Keepalive", "Heartbeat", "ReconnectingClient", "Backoff",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
     "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",
@@ -62,7 +63,7 @@ __all__ = [
     # results
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
     # errors
-    "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed",
+    "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed", "NotConnected",
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
     "CallTimeout", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
     "DatabaseError", "DatabaseConnectionLost", "DatabaseUnavailable",

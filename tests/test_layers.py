@@ -25,7 +25,7 @@ LAYER = {
     "waiting": 3.0, "osthreads": 3.01, "failure": 3.0, "unixsocket": 3.01, "transport": 3.02, "keepalive": 3.02, "dispatch": 3.02, "deferred": 3.1, "reference": 3.2, "peercheck": 3.25, "portal": 3.3, "passwords": 3.4,
     "session": 4.0, "greencallers": 4.05, "threaded": 4.1, "green": 4.1,
     "heartbeat": 4.5,
-    "client": 5.0, "server": 5.0, "util": 5.0,
+    "client": 5.0, "server": 5.0, "util": 5.0, "reconnect": 5.5,
     "__init__": 6.0, "__main__": 6.5,
 }
 #: syncpb.tls and syncpb.adapters sit beside the core: only L6 (the command line) uses them.
