@@ -22,7 +22,7 @@ from .client import Connection, connect
 from .copyable import (Copyable, RemoteCopy, UnjellyableRegistry, default_registry,
                        setUnjellyableFactoryForClass, setUnjellyableForClass)
 from .deferred import Deferred, fail, gather, maybe_deferred, succeed
-from .errors import (AlreadyCalledError, BananaError, CallTimeout, CertificateExpired,
+from .errors import (AlreadyCalledError, BananaError, CallTimeout, CancelledError, CertificateExpired,
                      CertificateUntrusted, ClientCertificateRequired, ConnectionFailed,
                      ConnectionLost, DatabaseConnectionLost, DatabaseError, DatabaseUnavailable,
                      DeadReferenceError, Error, HostnameMismatch, InsecureJelly, LoginFailed,
@@ -65,7 +65,7 @@ __all__ = [
     # errors
     "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed", "NotConnected",
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
-    "CallTimeout", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
+    "CallTimeout", "CancelledError", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
     "DatabaseError", "DatabaseConnectionLost", "DatabaseUnavailable",
     "TLSError", "CertificateUntrusted", "CertificateExpired", "HostnameMismatch",
     "ClientCertificateRequired", "NotTLSPeer",

@@ -199,6 +199,9 @@ def connect(address: Union[AddressLike, Address], timeout: Optional[float] = CON
     def setup(sock: Any) -> Any:
         try:
             return edge.handshake(sock, engine, _left(deadline))
+        except edge.HandshakeTimeout as exc:  # say the whole timeout, not what was left
+            raise ConnectionFailed(f"connected to {target}, but no TLS handshake within "
+                                   f"{timeout:g} s") from exc
         except ConnectionFailed as exc:
             if type(exc) is not ConnectionFailed:  # a TLSError says what it is itself
                 raise

@@ -55,6 +55,18 @@ through :class:`syncpb.waiting.Wakeup`:
 gevent is never imported by this module; the gevent path is taken only when
 the application already imported gevent and created a hub in the thread.
 
+Cancelling and timeouts
+-----------------------
+:meth:`Deferred.cancel` and :meth:`Deferred.addTimeout` follow Twisted: a
+canceller given to the constructor is asked to stop the producer; a
+Deferred that did not fire through it fails with
+:class:`~syncpb.errors.CancelledError` (a timeout turns that into
+:class:`~syncpb.errors.CallTimeout`). With no canceller, the producer's
+one late ``callback()``/``errback()`` is ignored. A cancel may come from any
+thread or greenlet; whoever waits in :meth:`Deferred.result` wakes up. The
+timer of ``addTimeout`` comes from :mod:`syncpb.timers` (no thread per
+timeout).
+
 Unhandled errors
 ----------------
 A Deferred that is garbage collected while its final result is a Failure that
@@ -84,8 +96,9 @@ from typing import (
     Union,
 )
 
-from syncpb.errors import AlreadyCalledError, CallTimeout
+from syncpb.errors import AlreadyCalledError, CallTimeout, CancelledError
 from syncpb.failure import Failure
+from syncpb.timers import Clock, default_clock
 from syncpb.waiting import Wakeup
 
 __all__ = [
@@ -103,6 +116,7 @@ __all__ = [
 _log = logging.getLogger("syncpb")
 
 Hook = Callable[[], None]
+Canceller = Callable[["Deferred"], None]
 _Step = Tuple[Optional[Callable[..., Any]], Tuple[Any, ...], Dict[str, Any]]
 _Pair = Tuple[_Step, _Step]
 
@@ -169,11 +183,19 @@ class Deferred:
 
     __slots__ = ("called", "_waiter", "_lock", "_result", "_callbacks", "_running", "_runner",
                  "_paused", "_chained_to", "_fed_by", "_settled_hooks", "_consumed",
-                 "__weakref__")
+                 "_canceller", "_suppress", "__weakref__")
 
-    def __init__(self) -> None:
-        """Create a Deferred that has not fired yet."""
+    def __init__(self, canceller: Optional[Canceller] = None) -> None:
+        """Create a Deferred that has not fired yet.
+
+        Args:
+            canceller: called as ``canceller(self)`` by :meth:`cancel` while
+                the Deferred has not fired; it should stop whatever would
+                fire it, and may fire it itself.
+        """
         self.called = False
+        self._canceller = canceller
+        self._suppress = False
         self._waiter: Optional[Waiter] = None
         self._lock = _allocate_lock()
         self._result: Any = None
@@ -223,12 +245,17 @@ class Deferred:
             result: a value or a Failure.
 
         Raises:
-            AlreadyCalledError: the Deferred has already fired.
+            AlreadyCalledError: the Deferred has already fired (unless
+                :meth:`cancel` arranged to ignore this one late firing).
         """
         with self._lock:
             already = self.called
+            if already and self._suppress:
+                self._suppress = False
+                return
             if not already:
                 self.called = True
+                self._canceller = None  # no longer needed (and it may hold a cycle)
                 self._result = result
                 if not self._callbacks and not self._settled_hooks:
                     return  # nothing to run: the usual case for a call nobody chained yet
@@ -236,6 +263,135 @@ class Deferred:
         if already:
             raise AlreadyCalledError(f"{self!r} has already fired")
         _run_chains(self)
+
+    # -- cancelling -------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Give up on the result, as Twisted's ``Deferred.cancel`` does.
+
+        * Not fired yet: the canceller given to the constructor is called
+          (``canceller(self)``); if the Deferred has still not fired, it
+          fails with :class:`~syncpb.errors.CancelledError`. Without a
+          canceller, the one ``callback()``/``errback()`` its producer will
+          still make is ignored instead of raising
+          :class:`~syncpb.errors.AlreadyCalledError`; with one, it is not
+          (Twisted's rule: the canceller stops the producer), unless the
+          canceller calls :meth:`_ignore_next_fire` because it was too late.
+        * Fired, with its chain paused on a Deferred a callback returned:
+          that Deferred is cancelled instead.
+        * Otherwise (it has a result): nothing happens.
+
+        Safe from any thread or greenlet; whoever waits in :meth:`result`
+        wakes up and gets the error.
+
+        Raises:
+            BaseException: whatever the canceller raised (the Deferred is
+                then left as the canceller left it).
+        """
+        with self._lock:
+            called = self.called
+            canceller = self._canceller
+            inner = self._chained_to if self._paused else None
+            if not called and canceller is None:
+                self._suppress = True
+        if called:
+            if inner is not None:
+                inner.cancel()
+            return
+        if canceller is not None:
+            canceller(self)
+        if self._fire_unless_called(Failure(CancelledError("the Deferred was cancelled"))):
+            self._wake_source_waiters()
+
+    def addTimeout(  # noqa: N802,N803 (Twisted's names)
+        self,
+        timeout: float,
+        clock: Optional[Clock] = None,
+        onTimeoutCancel: Optional[Callable[[Any, float], Any]] = None,
+    ) -> "Deferred":
+        """Cancel this Deferred if it has no result within ``timeout`` seconds.
+
+        As Twisted's ``Deferred.addTimeout``: the timeout covers the
+        callbacks added so far, not those added later; when it strikes, the
+        Deferred is cancelled (:meth:`cancel`) and a resulting
+        :class:`~syncpb.errors.CancelledError` becomes a
+        :class:`~syncpb.errors.CallTimeout` (Twisted raises its own
+        ``TimeoutError`` there); a result that comes first stops the timer.
+
+        Args:
+            timeout: seconds from now.
+            clock: what schedules the timeout (anything with Twisted's
+                ``callLater``); ``None`` picks one for the caller's context
+                (:func:`syncpb.timers.default_clock`: the gevent hub's loop
+                in a greenlet, else one shared timer thread).
+            onTimeoutCancel: called as ``onTimeoutCancel(result, timeout)``
+                with the result the Deferred has right after timing out
+                (usually a CancelledError Failure); what it returns or raises
+                replaces it. ``None`` turns CancelledError into CallTimeout.
+
+        Returns:
+            This Deferred.
+        """
+        expired = [False]
+
+        def time_out() -> None:
+            expired[0] = True
+            self.cancel()
+
+        call = (clock if clock is not None else default_clock()).callLater(timeout, time_out)
+
+        def convert(value: Any) -> Any:
+            if expired[0]:
+                return (onTimeoutCancel or _cancelled_to_timeout)(value, timeout)
+            return value
+
+        def stop_timer(value: Any) -> Any:
+            if call.active():
+                call.cancel()
+            return value
+
+        self.addBoth(convert)
+        return self.addBoth(stop_timer)
+
+    def _fire_unless_called(self, result: Any) -> bool:
+        """Fire with ``result`` unless the Deferred already fired.
+
+        Args:
+            result: a value or a Failure.
+
+        Returns:
+            ``True`` if this fired it.
+        """
+        with self._lock:
+            if self.called:
+                self._suppress = False  # the late firing it was kept for came first
+                return False
+            self.called = True
+            self._canceller = None
+            self._result = result
+            if not self._callbacks and not self._settled_hooks:
+                return True
+            self._claim_locked()
+        _run_chains(self)
+        return True
+
+    def _ignore_next_fire(self) -> None:
+        """Ignore, once, a firing already under way (for a canceller that
+        could no longer stop its producer): it raises no AlreadyCalledError."""
+        with self._lock:
+            if not self.called:
+                self._suppress = True
+
+    def _wake_source_waiters(self) -> None:
+        """Wake who waits on the Deferred that feeds this one (``result()``
+        waits there, see :func:`_find_target`), now that this one fired by
+        itself. They wake early, which waiters allow: they look again."""
+        source = self._fed_by
+        if source is None:
+            return
+        with source._lock:
+            hooks, source._settled_hooks = source._settled_hooks, []
+        _call_hooks(hooks)
 
     # -- adding callbacks -------------------------------------------------
 
@@ -682,6 +838,24 @@ def _call_hooks(hooks: List[Hook]) -> None:
             _log.exception("Error in a Deferred settled hook")
 
 
+def _cancelled_to_timeout(value: Any, timeout: float) -> Any:
+    """The default ``onTimeoutCancel`` of :meth:`Deferred.addTimeout`.
+
+    Args:
+        value: the result right after the timeout cancelled the Deferred.
+        timeout: the timeout, for the message.
+
+    Returns:
+        ``value`` unchanged, unless it is a CancelledError Failure.
+
+    Raises:
+        CallTimeout: ``value`` is a CancelledError Failure.
+    """
+    if isinstance(value, Failure) and value.check(CancelledError) is not None:
+        raise CallTimeout(f"the Deferred timed out after {timeout} seconds")
+    return value
+
+
 def _as_failure(fail: Union[Failure, BaseException, None]) -> Failure:
     """Turn what :meth:`Deferred.errback` accepts into a Failure.
 
@@ -943,7 +1117,9 @@ def gather(deferreds: Iterable[Deferred], consume_errors: bool = True) -> Deferr
     The list is in the order of ``deferreds``. As soon as any of them fails,
     the combined Deferred fails with that same Failure (the first one to
     arrive, not the first in order) without waiting for the others. Its
-    :meth:`~Deferred.result` drives the children's own waiters.
+    :meth:`~Deferred.result` drives the children's own waiters. Cancelling
+    it before it fired cancels every child (as Twisted's ``DeferredList``
+    does), so it fails with the first child's CancelledError.
 
     Args:
         deferreds: the Deferreds to wait for.
@@ -955,7 +1131,7 @@ def gather(deferreds: Iterable[Deferred], consume_errors: bool = True) -> Deferr
         The combined Deferred; already fired for an empty input.
     """
     children = list(deferreds)
-    gathered = Deferred()
+    gathered = Deferred(canceller=lambda _: _cancel_all(children))
     gathered._waiter = _GatherWaiter(children)
     if not children:
         gathered.callback([])
@@ -966,6 +1142,19 @@ def gather(deferreds: Iterable[Deferred], consume_errors: bool = True) -> Deferr
             state.succeeded, state.failed, callbackArgs=(index,), errbackArgs=(index,)
         )
     return gathered
+
+
+def _cancel_all(children: List[Deferred]) -> None:
+    """Cancel each of :func:`gather`'s children, logging what a canceller raises.
+
+    Args:
+        children: the gathered Deferreds.
+    """
+    for child in children:
+        try:
+            child.cancel()
+        except Exception:  # noqa: BLE001 (the others are still cancelled)
+            _log.exception("Error in a Deferred canceller")
 
 
 def succeed(value: Any) -> Deferred:

@@ -35,6 +35,7 @@ __all__ = [
     "NoSuchMethod",
     "CallTimeout",
     "AlreadyCalledError",
+    "CancelledError",
     "PoolSaturated",
     "PoolClosed",
     "DatabaseError",
@@ -116,6 +117,11 @@ class CallTimeout(SyncPBError, TimeoutError):
 
 class AlreadyCalledError(SyncPBError):
     """A Deferred was fired twice."""
+
+
+class CancelledError(SyncPBError):
+    """A Deferred was cancelled before it had a result (``Deferred.cancel()``);
+    the twin of Twisted's ``twisted.internet.defer.CancelledError``."""
 
 
 class PoolSaturated(SyncPBError):

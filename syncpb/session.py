@@ -29,6 +29,7 @@ the broker produces:
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import socket as stdlib_socket
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -36,7 +37,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
                      ProtocolViolation, Ready)
 from .deferred import Deferred
-from .errors import BananaError, ConnectionLost, DeadReferenceError, Error, ProtocolError
+from .errors import BananaError, CallTimeout, ConnectionLost, DeadReferenceError, Error, ProtocolError
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
@@ -169,7 +170,9 @@ class Session:
         With ``cacheable`` (a Cacheable the peer holds; ``oid`` is then
         unused) the call is an update of the peer's copy. ``perspective``
         is the one copies in the arguments are made for. An argument that
-        cannot be sent fails the Deferred at once.
+        cannot be sent fails the Deferred at once. Cancelling the Deferred
+        (``cancel()``, ``addTimeout``) forgets the call: its answer, should
+        it still come, is discarded (:meth:`_forget_call`).
 
         Raises:
             DeadReferenceError: the connection is closed, or the peer no
@@ -193,6 +196,7 @@ class Session:
                 error = None
                 if answer_required:
                     self._pending[request_id] = self._pending_entry(d)
+                    d._canceller = functools.partial(self._forget_call, request_id)
                 self._enqueue_locked()
         if error is not None:
             d.errback(error)
@@ -207,6 +211,16 @@ class Session:
         (anything with ``callback``/``errback``; a policy hook)."""
         return d
 
+    def _forget_call(self, request_id: int, d: Deferred) -> None:
+        """The canceller of a call's Deferred: drop its pending entry, so the
+        answer is discarded when it comes. If the entry is already gone, the
+        answer (or ConnectionLost) is being delivered right now: ``d``
+        ignores that one firing, having failed with CancelledError."""
+        with self._lock:
+            entry = self._pending.pop(request_id, None)
+        if entry is None:
+            d._ignore_next_fire()
+
     def flush(self) -> None:
         """Write everything queued now (blocks while the socket is full)."""
         self._flush()
@@ -217,8 +231,15 @@ class Session:
 
     def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
                       timeout: Optional[float] = None) -> Any:
-        """Call and wait for the answer; raise the remote exception."""
-        return self.call_remote(oid, name, args, kwargs).result(timeout=timeout)
+        """Call and wait for the answer; raise the remote exception. A call
+        that times out is forgotten: its answer is discarded if it comes."""
+        d = self.call_remote(oid, name, args, kwargs)
+        try:
+            return d.result(timeout=timeout)
+        except CallTimeout:
+            d.addErrback(lambda failure: None)  # the caller has its error already
+            d.cancel()
+            raise
 
     def _sent_call(self) -> None:
         """A call was queued by :meth:`call_remote`; write it (policy hook)."""

@@ -15,6 +15,8 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
+from hubthread import run_in_gevent_thread, run_in_thread
+
 from syncpb import errors
 from syncpb.deferred import (
     DEFAULT_WAITER,
@@ -120,22 +122,6 @@ def join(thread: threading.Thread) -> None:
     """Join ``thread`` and fail if it hangs."""
     thread.join(JOIN_TIMEOUT)
     assert not thread.is_alive(), "thread did not finish"
-
-
-def run_in_thread(func: Callable[[], Any]) -> Any:
-    """Run ``func`` in a new thread, returning its value or raising its error."""
-    outcome: dict = {}
-
-    def body() -> None:
-        try:
-            outcome["value"] = func()
-        except BaseException as exc:  # noqa: BLE001
-            outcome["error"] = exc
-
-    join(start_thread(body))
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def unhandled_records(caplog: pytest.LogCaptureFixture, marker: str) -> List[str]:
@@ -1050,18 +1036,7 @@ def test_nested_returned_deferreds() -> None:
 # -- gevent ------------------------------------------------------------------
 
 
-def run_with_hub(func: Callable[[], Any]) -> Any:
-    """Run ``func`` in a fresh OS thread with its own gevent hub."""
-    gevent = pytest.importorskip("gevent")
-
-    def body() -> Any:
-        hub = gevent.get_hub()
-        try:
-            return func()
-        finally:
-            hub.destroy(destroy_loop=True)
-
-    return run_in_thread(body)
+run_with_hub = run_in_gevent_thread  # a fresh OS thread with its own hub
 
 
 def test_greenlet_waiting_in_result_does_not_stall_hub() -> None:

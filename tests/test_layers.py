@@ -22,7 +22,7 @@ LAYER = {
     "jellywriter": 1.1, "jellyreader": 1.1, "jelly": 1.2,
     "cache": 0.6, "events": 1.8, "brokercache": 1.9,
     "broker": 2.0,
-    "waiting": 3.0, "osthreads": 3.01, "failure": 3.0, "unixsocket": 3.01, "transport": 3.02, "keepalive": 3.02, "dispatch": 3.02, "deferred": 3.1, "reference": 3.2, "peercheck": 3.25, "portal": 3.3, "passwords": 3.4,
+    "waiting": 3.0, "osthreads": 3.01, "failure": 3.0, "unixsocket": 3.01, "transport": 3.02, "keepalive": 3.02, "dispatch": 3.02, "timers": 3.05, "deferred": 3.1, "reference": 3.2, "peercheck": 3.25, "portal": 3.3, "passwords": 3.4,
     "session": 4.0, "greencallers": 4.05, "threaded": 4.1, "green": 4.1,
     "heartbeat": 4.5,
     "client": 5.0, "server": 5.0, "util": 5.0, "reconnect": 5.5,

@@ -58,6 +58,10 @@ _WANT_MORE, _AGAIN, _END = direct.WANT_MORE, direct.AGAIN, direct.END
 _allocate_lock = real("_thread", "allocate_lock")
 
 
+class HandshakeTimeout(ConnectionFailed):
+    """The TLS handshake did not complete in the time allowed."""
+
+
 class TLSStreamError(OSError):
     """A TLS failure after the handshake, as the stream error sessions expect.
 
@@ -96,7 +100,7 @@ def handshake(sock: Any, engine: TLSEngine, timeout: Optional[float]) -> bytes:
         _send_alert(sock, engine)
         raise
     except stdlib_socket.timeout:
-        raise ConnectionFailed(f"no TLS handshake within {timeout:.3g} s") from None
+        raise HandshakeTimeout(f"no TLS handshake within {timeout:.3g} s") from None
     except (BrokenPipeError, ConnectionResetError) as exc:
         raise ConnectionFailed(f"the peer hung up during the TLS handshake (did it refuse "
                                f"our certificate or our name?): {exc}") from exc
