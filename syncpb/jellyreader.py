@@ -27,12 +27,21 @@ _PAIR_UNICODE_LEN = len(_PAIR_UNICODE_HEAD)
 
 
 class _Pending:
-    """A ``dereference`` to an immutable container still being built."""
+    """A value not built yet: a ``dereference`` to an immutable container
+    still being built, or a tuple holding such a value (``items`` set; it
+    is built once its ``missing`` items are).
 
-    __slots__ = ("fixups",)
+    ``fixups`` are the ``(container, key)`` slots to fill with the value; a
+    container may itself be a pending tuple.
+    """
+
+    __slots__ = ("fixups", "items", "missing", "numbers")
 
     def __init__(self) -> None:
         self.fixups: List[Tuple[Any, Any]] = []
+        self.items: Optional[List[Any]] = None
+        self.missing = 0
+        self.numbers: List[int] = []  # reference numbers naming this tuple
 
 
 class Reader:
@@ -67,7 +76,8 @@ class Reader:
         #: long string payloads cut out of ``buf``, by offset (see banana.cut_long_strings)
         self.long_strings: Optional[Dict[int, bytes]] = None
         self._refs: Dict[int, Any] = {}
-        self._pending: Dict[int, _Pending] = {}
+        # dereferences not resolved yet by number; tuples waiting for them by (id,)
+        self._pending: Dict[Any, _Pending] = {}
         self._claim: Optional[int] = None
         # The inline fast path reads strings of up to 127 bytes unchecked.
         self._fast_unicode = b"unicode" in security.types and size_limit >= 127
@@ -267,7 +277,8 @@ class Reader:
             if self._pending:
                 pending, self._pending = self._pending, {}
         if pending:
-            raise JellyError("dereference to a reference that was never defined")
+            raise JellyError("dereference to a reference that was never defined "
+                             "(or a cycle through tuples only)")
         return value
 
     def _enter(self) -> None:
@@ -426,9 +437,43 @@ class Reader:
             raise JellyError(f"reference {number} defined twice")
         self._refs[number] = obj
         pending = self._pending.pop(number, None)
-        if pending is not None:
-            for container, key in pending.fixups:
-                container[key] = obj
+        if type(obj) is _Pending:  # a tuple still waiting for items: its users wait too
+            obj.numbers.append(number)
+            if pending is not None:
+                obj.fixups.extend(pending.fixups)
+        elif pending is not None:
+            self._resolve(pending.fixups, obj)
+
+    def _deferred_tuple(self, items: List[Any]) -> _Pending:
+        """A tuple with items not built yet (a cycle through it and a list or
+        dict): a placeholder, filled in where it is used once it is built."""
+        placeholder = _Pending()
+        placeholder.items = items
+        for index, item in enumerate(items):
+            if type(item) is _Pending:
+                item.fixups.append((placeholder, index))
+                placeholder.missing += 1
+        self._pending[(id(placeholder),)] = placeholder  # unresolved until built
+        return placeholder
+
+    def _resolve(self, fixups: List[Tuple[Any, Any]], obj: Any) -> None:
+        """Put ``obj`` in every slot waiting for it, and build the deferred
+        tuples that completes, and so on (a loop: chains may be long)."""
+        work = [(fixups, obj)]
+        while work:
+            fixups, obj = work.pop()
+            for container, key in fixups:
+                if type(container) is not _Pending:
+                    container[key] = obj
+                    continue
+                container.items[key] = obj  # type: ignore[index]
+                container.missing -= 1
+                if not container.missing:
+                    built = tuple(container.items)  # type: ignore[arg-type]
+                    del self._pending[(id(container),)]
+                    for number in container.numbers:
+                        self._refs[number] = built
+                    work.append((container.fixups, built))
 
     def _fill(self, container: Any, key: Any, item: Any) -> None:
         if type(item) is _Pending:
@@ -449,12 +494,12 @@ class Reader:
         if self._pending and any(type(item) is _Pending for item in items):
             raise JellyError(f"unsupported cycle through a {what}")
 
-    def _h_tuple(self, count: int) -> tuple:
+    def _h_tuple(self, count: int) -> Any:  # a tuple, or a _Pending one
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
-        if self._pending:
-            self._check_items(items, "tuple")
+        if self._pending and any(type(item) is _Pending for item in items):
+            return self._deferred_tuple(items)
         return tuple(items)
 
     def _h_set(self, count: int) -> set:
@@ -597,7 +642,7 @@ class Reader:
         obj = self.value()
         if self._claim == number:  # the value did not register itself
             self._claim = None
-        if type(obj) is _Pending:
+        if type(obj) is _Pending and obj.items is None:
             raise JellyError(f"reference {number} refers to itself")
         if number not in self._refs:
             self._register(number, obj)

@@ -355,8 +355,8 @@ class Session:
                     violation = event
         if self._queue:
             self._flush()
-        if events and type(events[0]) is Ready:
-            self.ready.callback(True)
+        if events and type(events[0]) is Ready and not self.ready.called:
+            self.ready.callback(True)  # (a failed first write may have ended it)
         for d, value, ok in answers:
             if ok:
                 d.callback(value)
