@@ -191,4 +191,7 @@ def test_stop_lets_calls_in_flight_finish_and_answers_them(server_factory, conne
     service.held[0].callback("finished")
     assert in_flight.result(timeout=WAIT) == "finished"  # answered before the close
     stopper.join(WAIT)
-    assert not stopper.is_alive() and conn.closed
+    assert not stopper.is_alive()
+    gone = threading.Event()
+    conn.notifyOnDisconnect(gone.set)  # the client learns of the close when it reads it
+    assert gone.wait(WAIT)
