@@ -15,7 +15,7 @@ Someone must still read when nobody waits: answers to callback-style calls,
 the peer's calls to our Referenceables, a close by the peer. A background
 thread takes the lead once the connection has had no leader for a grace
 period (a few milliseconds), or at once when a resigning leader leaves
-calls in flight that nobody waits for; it waits in ``select`` on the socket
+calls in flight that nobody waits for; it waits in ``poll`` on the socket
 and on a wake-up pipe, and steps aside through that pipe as soon as a
 caller wants to lead.
 
@@ -59,7 +59,7 @@ from .errors import CallTimeout, ConnectionLost, DeadReferenceError
 from .greencallers import GreenCallers
 from .osthreads import OSThread
 from .session import Session, _allocate_lock, _get_ident
-from .waiting import Wakeup, cooperative_hub, real
+from .waiting import Wakeup, cooperative_hub, wait_readable
 
 __all__ = ["ThreadedSession"]
 
@@ -69,7 +69,6 @@ GRACE = 0.002
 #: Longest the background reader sleeps between checks while callers lead.
 MAX_NAP = 0.005
 _monotonic = time.monotonic
-_select = real("select", "select")
 _modules = sys.modules
 
 
@@ -208,7 +207,7 @@ class ThreadedSession(GreenCallers, Session):
             deferred._remove_settled_hook(settled)
 
     def _poke(self) -> None:
-        """Wake whoever waits in ``select`` on the wake-up pipe."""
+        """Wake whoever waits in ``poll`` on the wake-up pipe."""
         with self._state:
             if self._wake_fds:
                 os.write(self._wake_w, b"x")
@@ -374,8 +373,8 @@ class ThreadedSession(GreenCallers, Session):
                     return
                 wake = self._wake_r if interruptible and self._wake_fds else None
                 try:
-                    ready, _, _ = _select([sock] if wake is None else [sock, wake],
-                                                [], [], remaining)
+                    fd = sock.fileno()
+                    ready = wait_readable([fd] if wake is None else [fd, wake], remaining)
                 except (OSError, ValueError):  # closed under us: the loop sees it
                     return
                 if wake is not None and wake in ready:
@@ -452,8 +451,9 @@ class ThreadedSession(GreenCallers, Session):
 
     def _read_until_wanted(self) -> None:
         sock, wake = self.sock, self._wake_r
+        fd = sock.fileno()
         while not self._lost_done:
-            ready, _, _ = _select([sock, wake], [], [])
+            ready = wait_readable([fd, wake], None)
             if wake in ready:
                 os.read(wake, 64)
                 return

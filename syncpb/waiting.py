@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Optional
 
-__all__ = ["real", "cooperative_hub", "wait_mode", "Wakeup", "call_soon_in"]
+__all__ = ["real", "cooperative_hub", "wait_mode", "Wakeup", "call_soon_in", "wait_readable"]
 
 
 def real(module: str, name: str) -> Any:
@@ -43,6 +43,11 @@ def real(module: str, name: str) -> Any:
 
 
 _allocate_lock = real("_thread", "allocate_lock")
+_poll = real("select", "poll") if hasattr(__import__("select"), "poll") else None
+_select = real("select", "select")
+#: poll() reports these for a descriptor that can be read (or has failed or
+#: hung up, which a read reports as an error or an end of stream).
+_POLL_READ = 0x001 | 0x008 | 0x010  # POLLIN | POLLERR | POLLHUP
 _get_ident = real("_thread", "get_ident")
 _TIMEOUT_MAX: float = real("_thread", "TIMEOUT_MAX")
 
@@ -162,3 +167,24 @@ def call_soon_in(hub: Any, function: Callable[..., Any], *args: Any) -> None:
         function(*args)
     else:
         hub.loop.run_callback_threadsafe(function, *args)
+
+
+def wait_readable(fds: "list[int]", timeout: Optional[float]) -> "list[int]":
+    """Block the calling OS thread until one of ``fds`` can be read, or for
+    ``timeout`` seconds (None: no limit); return the readable ones.
+
+    It uses the real ``poll()`` where the platform has it (Linux, macOS,
+    the BSDs), since ``select()`` refuses descriptors at or above
+    ``FD_SETSIZE`` (1024), which a busy process hands out; ``select()``
+    remains for platforms without ``poll()``. A closed descriptor raises
+    :class:`OSError` or :class:`ValueError`, as ``select()`` does.
+    """
+    if _poll is None:
+        return list(_select(fds, [], [], timeout)[0])
+    poller = _poll()
+    for fd in fds:
+        if fd < 0:
+            raise ValueError("file descriptor is closed")
+        poller.register(fd, _POLL_READ)
+    ms = None if timeout is None else max(0.0, timeout * 1000.0)
+    return [fd for fd, _ in poller.poll(ms)]
