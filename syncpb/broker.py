@@ -31,11 +31,10 @@ answer are the owner's to fail (it holds their Deferreds).
 
 from __future__ import annotations
 
-import collections
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from . import banana
 from .brokercache import CacheProtocol, CacheRecord
@@ -167,7 +166,7 @@ class Broker(CacheProtocol):
         self.peer_info: Any = peer_info
         #: Called by :meth:`abort` (the session closes the connection).
         self.on_abort: Optional[Callable[[str], None]] = None
-        self.released: Deque[Any] = collections.deque()  # ImportRecords and CacheRecords
+        self.released: List[Any] = []  # ImportRecords and CacheRecords (append only)
         self._state = _AWAIT_OFFER if is_client else _AWAIT_CHOICE
         self._vocab = False
         self._out: List[bytes] = []
@@ -434,14 +433,16 @@ class Broker(CacheProtocol):
             self._reply_error(request_id, answer_required,
                               TypeError("arguments must be a tuple and a dictionary"))
             return
-        try:
-            if kwargs:
+        if kwargs:
+            try:
                 kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
                           for k, v in kwargs.items()}
-        except UnicodeDecodeError:
-            self._reply_error(request_id, answer_required,
-                              TypeError("keyword argument names must be UTF-8 text"))
-            return
+            except UnicodeDecodeError:
+                kwargs = None
+            if kwargs is None or not all(type(k) is str for k in kwargs):
+                self._reply_error(request_id, answer_required,
+                                  TypeError("keyword argument names must be text"))
+                return
         if not name.isidentifier() or "__" in name:  # dots, dunders, odd characters
             self._reply_error(request_id, answer_required, NoSuchMethod(
                 f"refused method name {name!r}: only identifiers without '__' are callable"))
@@ -678,8 +679,11 @@ class Broker(CacheProtocol):
         reader.imported = []
 
     def _send_decrefs(self) -> None:
-        while self.released:
-            record = self.released.popleft()
+        released = self.released
+        count = len(released)  # any thread may append meanwhile: take a prefix
+        batch = released[:count]
+        del released[:count]
+        for record in batch:
             if type(record) is CacheRecord:
                 self._decache(record)
                 continue
@@ -863,7 +867,7 @@ class Broker(CacheProtocol):
         self._cache_ids.clear()
         self._cache_imports.clear()
         self._cache_dicts.clear()
-        self.released.clear()
+        del self.released[:]
         self._out = []
         return waiting
 

@@ -49,6 +49,24 @@ _STR_CACHE_MAX = 8192
 _STR_CACHEABLE = 40
 
 
+class _Words:
+    """The fixed tokens of one dialect, made once and shared by every Writer
+    of that dialect (a per-connection copy would cost each idle connection)."""
+
+    def __init__(self, vocab: bool) -> None:
+        self.unicode = b"\x02\x80" + _word(b"unicode", vocab)
+        self.none = b"\x01\x80" + _word(b"None", vocab)
+        self.true = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"true", vocab)
+        self.false = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"false", vocab)
+        self.heads = {name: _word(name, vocab) for name in (
+            b"list", b"tuple", b"dictionary", b"set", b"frozenset")}
+        self.deref = b"\x02\x80" + _word(b"dereference", vocab)
+        self.ref = b"\x03\x80" + _word(b"reference", vocab)
+
+
+_WORDS = {False: _Words(False), True: _Words(True)}
+
+
 class Writer:
     """Encoder of Python values for one connection (one dialect, one set of limits)."""
 
@@ -63,25 +81,18 @@ class Writer:
         self.wrote_large = False
         self._str_cache: Dict[str, bytes] = {}
         self._pair_cache: Dict[str, bytes] = {}  # pair header + key, for str dict keys
-        self._unicode = b"\x02\x80" + _word(b"unicode", vocab)
-        self._none = b"\x01\x80" + _word(b"None", vocab)
-        self._true = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"true", vocab)
-        self._false = b"\x02\x80" + _word(b"boolean", vocab) + _word(b"false", vocab)
-        self._heads = {name: _word(name, vocab) for name in (
-            b"list", b"tuple", b"dictionary", b"set", b"frozenset")}
-        self._list_head = self._heads[b"list"]
+        words = _WORDS[bool(vocab)]
+        self._unicode = words.unicode
+        self._none = words.none
+        self._true = words.true
+        self._false = words.false
+        self._heads = words.heads
+        self._list_head = words.heads[b"list"]
         self._short_list = min(128, size_limit + 1)  # counts whose header needs no checks
-        self._deref = b"\x02\x80" + _word(b"dereference", vocab)
-        self._ref = b"\x03\x80" + _word(b"reference", vocab)
+        self._deref = words.deref
+        self._ref = words.ref
         self._refs: Dict[int, List[Any]] = {}
         self._next_ref = 0
-        self._dispatch: Dict[type, Callable[[Any, List[bytes]], None]] = {
-            list: self._list, tuple: self._tuple, dict: self._dict,
-            set: self._set, frozenset: self._frozenset,
-            decimal.Decimal: self._decimal, datetime.datetime: self._datetime,
-            datetime.date: self._date, datetime.time: self._time,
-            datetime.timedelta: self._timedelta, Unpersistable: self._unpersistable,
-        }
 
     # -- entry points
 
@@ -178,9 +189,9 @@ class Writer:
         elif kind is bool:
             out.append(self._true if obj else self._false)
         else:
-            handler = self._dispatch.get(kind)
+            handler = _DISPATCH.get(kind)
             if handler is not None:
-                handler(obj, out)
+                handler(self, obj, out)
             elif self.ctx is None or not self.ctx.jelly_object(obj, self, out):
                 raise TypeError(
                     f"cannot send a {kind.__module__}.{kind.__qualname__} value over PB; "
@@ -330,3 +341,14 @@ class Writer:
 
     def _timedelta(self, obj: datetime.timedelta, out: List[bytes]) -> None:
         self._text_form(b"timedelta", (obj.days, obj.seconds, obj.microseconds), out)
+
+
+#: The writer of each container and rich type, by exact type (shared by
+#: every Writer; bound methods per instance would cost each connection).
+_DISPATCH: Dict[type, Callable[[Writer, Any, List[bytes]], None]] = {
+    list: Writer._list, tuple: Writer._tuple, dict: Writer._dict,
+    set: Writer._set, frozenset: Writer._frozenset,
+    decimal.Decimal: Writer._decimal, datetime.datetime: Writer._datetime,
+    datetime.date: Writer._date, datetime.time: Writer._time,
+    datetime.timedelta: Writer._timedelta, Unpersistable: Writer._unpersistable,
+}

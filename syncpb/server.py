@@ -91,8 +91,9 @@ class Server:
     Args:
         root: the object published as ``b'root'`` on every connection
             (a :class:`~syncpb.flavors.Root` may give each its own).
-        security: allow-list for decoding; by default each connection
-            gets a fresh one.
+        security: allow-list for decoding, shared by all of this server's
+            connections (a change applies to messages read afterwards); by
+            default the server makes one with the basic types.
         registry: the copy-tag registry received copies are built with
             (default: the process-wide one, or ``security``'s).
         limits: per-connection limits (Twisted's defaults).
@@ -149,6 +150,9 @@ class Server:
         self._offload = _Offload(pool, blocking_methods)
         self._stop_timeout: Optional[float] = 10.0
         self.security = with_registry(security, registry)
+        #: what each connection decodes with: one object for all of them, as
+        #: a per-connection copy would cost every idle connection about 1 KiB
+        self._security = self.security if self.security is not None else SecurityOptions()
         self.limits = limits
         self.unsafe_tracebacks = unsafe_tracebacks
         self._listeners: List[Tuple[stdlib_socket.socket, Address,
@@ -386,8 +390,7 @@ class Server:
             except ConnectionFailed as exc:
                 log.warning("TLS handshake with %s failed: %s", name, exc)
                 return
-        security = self.security.copy() if self.security is not None else None
-        broker = Broker(root=self.root, security=security, limits=self.limits,
+        broker = Broker(root=self.root, security=self._security, limits=self.limits,
                         unsafe_tracebacks=self.unsafe_tracebacks,
                         peer_info=PeerInfo(name, unix=credentials, certificate=certificate))
         session = GreenSession(stream, broker, name)

@@ -28,11 +28,10 @@ the broker produces:
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import socket as stdlib_socket
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
                      ProtocolViolation, Ready)
@@ -116,7 +115,9 @@ class Session:
         self._reads_into = hasattr(sock, "recv_into")
         self._lock = _allocate_lock()
         self._pending: Dict[int, Any] = {}  # Deferreds, or anything with callback/errback
-        self._queue: Deque[bytes] = collections.deque()
+        #: bytes waiting to be written, in order (a list: cheaper than a deque
+        #: for the few pieces of a message, and it costs an idle connection little)
+        self._queue: List[bytes] = []
         self._lost_done = False
         self._disconnect_callbacks: List[Callable[[], Any]] = []
         broker.proxy_factory = self._make_proxy
@@ -272,9 +273,10 @@ class Session:
         """Send the queue in as few writes as possible (send lock held)."""
         queue = self._queue
         while queue:
-            pieces = [queue.popleft()]
-            while queue:  # everything queued so far goes out in one write
-                pieces.append(queue.popleft())
+            # everything queued so far goes out in one write (another thread
+            # may append meanwhile: take a prefix)
+            pieces = queue[:]
+            del queue[:len(pieces)]
             if not self._write(pieces):
                 queue.clear()
                 return
@@ -285,9 +287,8 @@ class Session:
         queue = self._queue
         sock = self._raw_sock if self._raw_sock is not None else self.sock
         while queue:
-            pieces = [queue.popleft()]
-            while queue:
-                pieces.append(queue.popleft())
+            pieces = queue[:]
+            del queue[:len(pieces)]
             try:
                 if len(pieces) == 1:  # the usual small message, written out
                     data = pieces[0]
@@ -303,12 +304,12 @@ class Session:
                 self._lost(f"write failed: {exc}", exc)
                 return
             if left:
-                queue.extendleft(reversed(left))
+                queue[0:0] = left
                 return
             if getattr(sock, "backlog", 0):
                 # a wrapping stream (TLS) took it all but still holds bytes to
                 # write: an empty piece makes the next blocking write flush them
-                queue.appendleft(b"")
+                queue.insert(0, b"")
                 return
 
     def _write(self, pieces: List[bytes]) -> bool:

@@ -75,15 +75,13 @@ def _run_logged(function: Callable[..., Any], args: Tuple[Any, ...],
         _log.exception("error in a timed call to %r", function)
 
 
-class ThreadCall:
-    """An entry of a :class:`ThreadClock` (a :class:`DelayedCall`)."""
+class _Call:
+    """What both kinds of scheduled call hold: the function and its state."""
 
-    __slots__ = ("clock", "time", "function", "args", "kwargs", "cancelled", "called")
+    __slots__ = ("function", "args", "kwargs", "cancelled", "called")
 
-    def __init__(self, clock: "ThreadClock", when: float, function: Callable[..., Any],
-                 args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
-        self.clock = clock
-        self.time = when
+    def __init__(self, function: Callable[..., Any], args: Tuple[Any, ...],
+                 kwargs: Dict[str, Any]) -> None:
         self.function = function
         self.args = args
         self.kwargs = kwargs
@@ -93,6 +91,18 @@ class ThreadCall:
     def active(self) -> bool:
         """True until the call has run or was cancelled."""
         return not (self.cancelled or self.called)
+
+
+class ThreadCall(_Call):
+    """An entry of a :class:`ThreadClock` (a :class:`DelayedCall`)."""
+
+    __slots__ = ("clock", "time")
+
+    def __init__(self, clock: "ThreadClock", when: float, function: Callable[..., Any],
+                 args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        super().__init__(function, args, kwargs)
+        self.clock = clock
+        self.time = when
 
     def cancel(self) -> None:
         """Do not run the call; nothing happens if it ran or was cancelled."""
@@ -189,25 +199,17 @@ def _nothing() -> None:
     """The function of a cancelled call (which is never run)."""
 
 
-class HubCall:
+class HubCall(_Call):
     """A call scheduled on a gevent hub's loop (a :class:`DelayedCall`)."""
 
-    __slots__ = ("hub", "timer", "function", "args", "kwargs", "cancelled", "called")
+    __slots__ = ("hub", "timer")
 
     def __init__(self, hub: Any, delay: float, function: Callable[..., Any],
                  args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+        super().__init__(function, args, kwargs)
         self.hub = hub
-        self.function = function
-        self.args = args
-        self.kwargs = kwargs
-        self.cancelled = False
-        self.called = False
         self.timer = hub.loop.timer(max(delay, 0.0))
         self.timer.start(self._expired)
-
-    def active(self) -> bool:
-        """True until the call has run or was cancelled."""
-        return not (self.cancelled or self.called)
 
     def cancel(self) -> None:
         """Do not run the call; from any thread (the timer is stopped in

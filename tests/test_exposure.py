@@ -16,6 +16,8 @@ import syncpb
 from syncpb.jelly import Reader, SecurityOptions
 from syncpb.errors import InsecureJelly
 
+from rawpeer import RawPeer, failure_fields, message  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10.0
 
@@ -122,6 +124,29 @@ def refused(call):
 def service_conn(server_factory, connect):
     _, address = server_factory(Service())
     return connect(address, registry=REGISTRY)
+
+
+@pytest.mark.parametrize("kwargs", [
+    [b"dictionary", [1, 2]],                                 # an int as a keyword
+    [b"dictionary", [[b"tuple", b"a"], 1]],                  # a tuple as a keyword
+    [b"dictionary", [b"\xff", 1]],                           # bytes that are not UTF-8
+    [b"dictionary", [[b"unicode", b"x"], 1], [[b"None"], 2]],  # one good, one None
+], ids=["int", "tuple", "not-utf8", "none"])
+def test_keyword_names_that_are_not_text_are_refused_without_a_traceback(
+        server_factory, caplog, kwargs):
+    """Found by benchmarks/fuzz_server.py: such a call reached the method,
+    whose ``TypeError: keywords must be strings`` was logged as the method
+    raising, with a traceback. It is the peer's error: answered, not logged."""
+    _, address = server_factory(Service())
+    with RawPeer(address) as peer:
+        peer.handshake()
+        peer.send(message(7, b"root", b"echo", [b"tuple", 1], kwargs))
+        reply = peer.read_message()
+        assert reply[:2] == [b"error", 7], reply
+        assert "keyword argument names must be text" in str(failure_fields(reply[2])), reply
+        assert peer.call_and_read(b"echo", 5)[:2] == [b"answer", peer.next_id]  # still served
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= 30], \
+        [r.getMessage() for r in caplog.records]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)

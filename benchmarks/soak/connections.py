@@ -16,9 +16,10 @@ dicts, up to ~4 KB). Every answer must be exactly ``(token, payload)``:
 * misrouted: an answer carrying another call's token; must be 0;
 * wrong: any other wrong answer; must be 0.
 
-The clients are split over processes because a syncpb client process
-cannot hold more than about 330 connections: each waits in ``select()``,
-which refuses file descriptors of 1024 and above (see the report).
+The clients are split over processes because the clients, not the server,
+are the bottleneck: one client process keeps one core busy. (They used to
+be split also because a threaded client waited in ``select()``, which
+refuses file descriptors of 1024 and above; it now waits in ``poll()``.)
 Printed: those counts, calls/s over the whole run, and the server's RSS
 before the connections, at its peak while calling, and after they closed.
 """
