@@ -2,7 +2,7 @@
 
     python benchmarks/fuzz_server.py [--frames N] [--seconds S] [--seed N] [--workers N]
 
-A ``syncpb.Server`` runs in a child process (a crash is seen), logging at
+A ``syncpb.Server`` runs in a child process (:mod:`fuzz_served`; a crash is seen), logging at
 INFO to a file; its root has the methods the recordings in tests/pb-vectors/
 call. Fuzzing clients (threads, raw sockets) connect, send the handshake and
 a prefix of a recorded client stream the server accepts (building state),
@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
-import logging
 import os
 import random
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -42,6 +39,8 @@ import syncpb
 from syncpb import banana
 from syncpb.broker import Broker, CallReceived, ProtocolViolation
 from syncpb.jelly import SecurityOptions, Writer
+
+from fuzz_served import FuzzRoot, is_plain, registry  # noqa: E402 (benchmarks/ on sys.path)
 
 VECTOR_DIR = Path(os.environ.get("SYNCPB_VECTORS",
                                  Path(__file__).resolve().parent.parent / "tests" / "pb-vectors"))
@@ -60,142 +59,6 @@ HUGE = (2**60, 10**12, 640 * 1024, 640 * 1024 + 1, 2**31, 2**447)
 #: peer data only ever appears in a message, as a repr).
 BAD_LOG = re.compile(r"^Traceback \(most recent call last\)|^\S+ \S+ (ERROR|CRITICAL) "
                      r"|^\S+ \S+ \S+ \S+: (internal error|Unhandled error)")
-
-
-# ------------------------------------------------------------------ the served side
-
-class Refused(syncpb.Error):
-    """An expected failure of the fuzz root (a bad argument): not logged."""
-
-
-def expected(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the method's own failures (and results with no plain PB form)
-    into :class:`Refused`, so that every traceback in the log is syncpb's."""
-    @functools.wraps(method)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except syncpb.Error:
-            raise
-        except Exception as exc:
-            raise Refused(f"{type(exc).__name__}: {exc}") from None
-    return guarded
-
-
-def plain(value: Any) -> Any:
-    """``value`` if it travels with no connection (raises otherwise)."""
-    Writer().jelly(value)
-    return value
-
-
-def is_plain(value: Any) -> bool:
-    try:
-        return plain(value) is value
-    except (TypeError, syncpb.SyncPBError):
-        return False
-
-
-class Point(syncpb.Copyable):
-    __module__ = "vectypes"  # the tag the recordings use: vectypes.Point
-
-    def __init__(self, x: int, y: int) -> None:
-        self.x, self.y = x, y
-
-
-class RemotePoint(syncpb.RemoteCopy):
-    """A received point."""
-
-
-class Counter(syncpb.Cacheable):
-    __module__ = "vectypes"
-
-    def __init__(self) -> None:
-        self.value, self.observers = 0, syncpb.ObserverList()
-
-    def getStateToCacheAndObserveFor(self, perspective: Any, observer: Any) -> Any:  # noqa: N802
-        self.observers.add(observer)
-        return {"value": self.value}
-
-    def stoppedObserving(self, perspective: Any, observer: Any) -> None:  # noqa: N802
-        self.observers.discard(observer)
-
-
-class Child(syncpb.Referenceable):
-    @expected
-    def remote_hello(self, *args: Any) -> str:
-        return "hello"
-
-
-class FuzzRoot(syncpb.Root):
-    """The methods the recorded scenarios call, each refusing bad input cleanly."""
-
-    def __init__(self) -> None:
-        self.child, self.counter = Child(), Counter()
-
-    @expected
-    def remote_echo(self, value: Any = None) -> Any:
-        return plain(value)
-
-    @expected
-    def remote_add(self, a: Any, b: Any) -> Any:
-        return plain(a + b)
-
-    @expected
-    def remote_sumPoint(self, point: Any) -> Any:  # noqa: N802
-        return plain(point.x + point.y)
-
-    @expected
-    def remote_getChild(self) -> Child:  # noqa: N802
-        return self.child
-
-    @expected
-    def remote_getPoint(self) -> Point:  # noqa: N802
-        return Point(10, 20)
-
-    @expected
-    def remote_getCounter(self) -> Counter:  # noqa: N802
-        return self.counter
-
-    @expected
-    def remote_increment(self) -> int:
-        self.counter.value += 1
-        for d in self.counter.observers.notify("setValue", self.counter.value):
-            if isinstance(d, syncpb.Deferred):  # (not in load_corpus's sans-IO run)
-                d.addErrback(lambda failure: None)  # fuzz clients never answer
-        return self.counter.value
-
-    @expected
-    def remote_isSame(self, a: Any = None, b: Any = None) -> bool:  # noqa: N802
-        return a is b
-
-    @expected
-    def remote_isCounter(self, other: Any = None) -> bool:  # noqa: N802
-        return other is self.counter
-
-    @expected
-    def remote_register(self, ref: Any = None) -> bool:
-        return ref is not None
-
-
-def registry() -> syncpb.UnjellyableRegistry:
-    """Received points are built as RemotePoint."""
-    registry = syncpb.default_registry.child()
-    registry.register(b"vectypes.Point", RemotePoint)
-    return registry
-
-
-def serve(log_path: str, lifetime: float) -> int:
-    """The child process: serve until stdin closes (or ``lifetime`` passes)."""
-    signal.alarm(max(1, int(lifetime)))  # a lost child cannot linger
-    logging.basicConfig(filename=log_path, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = syncpb.Server(FuzzRoot(), registry=registry())
-    address = server.listen("tcp://127.0.0.1:0")
-    server.start()
-    print(f"ADDR {address}", flush=True)
-    sys.stdin.read()
-    server.stop(timeout=10)
-    return 0
 
 
 # ------------------------------------------------------------------ mutations
@@ -479,7 +342,8 @@ def start_server(log_path: str, lifetime: float) -> Tuple[subprocess.Popen, str]
     env = dict(os.environ)
     package_root = str(Path(syncpb.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    child = subprocess.Popen([sys.executable, __file__, "--serve", log_path, "--lifetime",
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("fuzz_served.py")),
+                              log_path, "--lifetime",
                               str(lifetime)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              env=env, text=True)
     line = child.stdout.readline()  # type: ignore[union-attr]
@@ -613,12 +477,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         default = getattr(Options(), option.name)
         parser.add_argument("--" + option.name.replace("_", "-"), default=default,
                             type=str if default is None else type(default))
-    parser.add_argument("--serve", metavar="LOG", help=argparse.SUPPRESS)
-    parser.add_argument("--lifetime", type=float, default=3600.0, help=argparse.SUPPRESS)
     args = vars(parser.parse_args(argv))
-    if args.pop("serve"):
-        return serve(parser.parse_args(argv).serve, args["lifetime"])
-    args.pop("lifetime")
     report = run(Options(**args))
     print(report_text(report), flush=True)
     return 1 if any(report["must_be_0"].values()) else 0
