@@ -79,8 +79,8 @@ class _Tally:
 
 
 def _calls(conn: Optional[syncpb.Connection], tally: _Tally, seed: int, index: int, k: int,
-           calls: int, call_timeout: float) -> None:
-    """One connection's calls, each answer checked."""
+           calls: int, call_timeout: float, kinds: int = 6) -> None:
+    """One connection's calls, each answer checked (payload kinds below ``kinds``)."""
     if conn is None:
         tally.add("lost", calls)
         return
@@ -88,7 +88,7 @@ def _calls(conn: Optional[syncpb.Connection], tally: _Tally, seed: int, index: i
     root = conn.root
     for i in range(calls):
         token = f"{index}.{k}.{i}"
-        payload = make_payload(rng, i)
+        payload = make_payload(rng, i % kinds)
         try:
             answer = root.call("echo", token, payload, timeout=call_timeout)
         except Exception as exc:  # counted: every failure is a lost call
@@ -162,12 +162,12 @@ def client_main(argv: List[str]) -> None:
     """One client process: ``client ADDRESS CERTDIR CONNECTIONS CALLS SEED INDEX TIMEOUT MODE``."""
     address, certdir = argv[0], argv[1] or None
     count, calls, seed, index = int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5])
-    call_timeout, mode = float(argv[6]), argv[7]
+    call_timeout, mode, kinds = float(argv[6]), argv[7], int(argv[8])
     raise_nofile()
     tally = _Tally()
 
     def run_calls(conn: Optional[syncpb.Connection], k: int) -> None:
-        _calls(conn, tally, seed, index, k, calls, call_timeout)
+        _calls(conn, tally, seed, index, k, calls, call_timeout, kinds)
 
     go = _go_greenlets if mode == "greenlets" else _go_threads
     for conn in go(address, certdir, count, run_calls, tally):
@@ -220,9 +220,16 @@ def _pump(clients: List[_Client], done: Any, deadline: float, server: ServerProc
         peak[0] = max(peak[0], server.rss_kib())
 
 
+#: How many of make_payload's kinds each --payloads choice uses: "small"
+#: leaves out the structured records (kinds 4 and 5), whose encoding and
+#: decoding (issue 14's subject) then bound the rate.
+PAYLOAD_KINDS = {"varied": 6, "small": 4}
+
+
 def run(connections: int = 1000, calls: int = 200, procs: int = 4, transport: str = "tcp",
         call_timeout: float = 60.0, deadline: float = 900.0, seed: int = 1,
-        certdir: Optional[str] = None, mode: str = "greenlets") -> Dict[str, Any]:
+        certdir: Optional[str] = None, mode: str = "greenlets",
+        payloads: str = "varied") -> Dict[str, Any]:
     """The whole soak; returns its figures (see the module docstring)."""
     raise_nofile()
     procs = max(1, min(procs, connections))
@@ -238,7 +245,8 @@ def run(connections: int = 1000, calls: int = 200, procs: int = 4, transport: st
             shares = [connections // procs + (1 if i < connections % procs else 0)
                       for i in range(procs)]
             clients = [_Client([server.address, certdir or "", str(n), str(calls), str(seed),
-                                str(i), str(call_timeout), mode]) for i, n in enumerate(shares)]
+                                str(i), str(call_timeout), mode, str(PAYLOAD_KINDS[payloads])])
+                       for i, n in enumerate(shares)]
             _pump(clients, lambda: all(c.ready for c in clients), end, server, peak)
             rss_connected = server.rss_kib()
             started, cpu_started = time.perf_counter(), cpu_seconds(server.pid)
@@ -301,12 +309,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mode", choices=["greenlets", "threads"], default="greenlets",
                         help="each connection driven by a gevent greenlet or an OS thread")
+    parser.add_argument("--payloads", choices=sorted(PAYLOAD_KINDS), default="varied",
+                        help="varied: all six kinds; small: no structured records (kinds 0-3)")
     options = parser.parse_args()
     print(f"load average at start: {load_average()}", flush=True)
     figures = run(options.connections, options.calls, options.procs, options.transport,
-                  options.call_timeout, options.deadline, options.seed, mode=options.mode)
+                  options.call_timeout, options.deadline, options.seed, mode=options.mode,
+                  payloads=options.payloads)
     print_figures(f"{options.connections} connections x {options.calls} calls "
-                  f"({options.procs} client processes, {options.mode}, {options.transport})", {
+                  f"({options.procs} client processes, {options.mode}, {options.transport}, "
+                  f"{options.payloads} payloads)", {
                       "calls": f"{figures['calls']:,}",
                       "ok": f"{figures['ok']:,}",
                       "lost (must be 0)": figures["lost"],
