@@ -59,7 +59,7 @@ from .errors import CallTimeout, ConnectionLost, DeadReferenceError
 from .greencallers import GreenCallers
 from .osthreads import OSThread
 from .session import Session, _allocate_lock, _get_ident
-from .waiting import Wakeup, cooperative_hub, wait_readable
+from .waiting import Wakeup, cooperative_hub, poll_readable
 
 __all__ = ["ThreadedSession"]
 
@@ -374,7 +374,7 @@ class ThreadedSession(GreenCallers, Session):
                 wake = self._wake_r if interruptible and self._wake_fds else None
                 try:
                     fd = sock.fileno()
-                    ready = wait_readable([fd] if wake is None else [fd, wake], remaining)
+                    ready = poll_readable([fd] if wake is None else [fd, wake], remaining)
                 except (OSError, ValueError):  # closed under us: the loop sees it
                     return
                 if wake is not None and wake in ready:
@@ -451,9 +451,10 @@ class ThreadedSession(GreenCallers, Session):
 
     def _read_until_wanted(self) -> None:
         sock, wake = self.sock, self._wake_r
-        fd = sock.fileno()
         while not self._lost_done:
-            ready = wait_readable([fd, wake], None)
+            # fileno() each time: a socket closed meanwhile gives -1 (an error),
+            # never a number the process has since reused for another file
+            ready = poll_readable([sock.fileno(), wake], None)
             if wake in ready:
                 os.read(wake, 64)
                 return

@@ -28,10 +28,11 @@ program has already made a hub in the thread.
 
 from __future__ import annotations
 
+import select
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
-__all__ = ["real", "cooperative_hub", "wait_mode", "Wakeup", "call_soon_in", "wait_readable"]
+__all__ = ["real", "cooperative_hub", "wait_mode", "Wakeup", "call_soon_in", "poll_readable"]
 
 
 def real(module: str, name: str) -> Any:
@@ -43,11 +44,6 @@ def real(module: str, name: str) -> Any:
 
 
 _allocate_lock = real("_thread", "allocate_lock")
-_poll = real("select", "poll") if hasattr(__import__("select"), "poll") else None
-_select = real("select", "select")
-#: poll() reports these for a descriptor that can be read (or has failed or
-#: hung up, which a read reports as an error or an end of stream).
-_POLL_READ = 0x001 | 0x008 | 0x010  # POLLIN | POLLERR | POLLHUP
 _get_ident = real("_thread", "get_ident")
 _TIMEOUT_MAX: float = real("_thread", "TIMEOUT_MAX")
 
@@ -169,7 +165,18 @@ def call_soon_in(hub: Any, function: Callable[..., Any], *args: Any) -> None:
         hub.loop.run_callback_threadsafe(function, *args)
 
 
-def wait_readable(fds: "list[int]", timeout: Optional[float]) -> "list[int]":
+try:  # the real poll(), even if gevent patched the module (not on Windows)
+    _poll: Any = real("select", "poll")
+except AttributeError:
+    _poll = None
+_select = real("select", "select")
+#: poll() reports these for a descriptor that can be read (or has failed or
+#: hung up, which the read then reports as an error or an end of stream).
+_POLL_READ = (getattr(select, "POLLIN", 1) | getattr(select, "POLLERR", 8)
+              | getattr(select, "POLLHUP", 16))
+
+
+def poll_readable(fds: List[int], timeout: Optional[float]) -> List[int]:
     """Block the calling OS thread until one of ``fds`` can be read, or for
     ``timeout`` seconds (None: no limit); return the readable ones.
 
