@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean system-deps
+.PHONY: demo test typecheck bench clean system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,18 +25,25 @@ $(VENV)/.bench: $(VENV)/.base
 demo: $(VENV)/.base
 	$(BIN)/python examples/calculator/demo.py
 
-# The PostgreSQL tests (tests/pgserver.py) start a private server from the
-# Debian `postgresql` package's binaries. As root (CI) install the package when
-# pg_ctl is neither on PATH nor under /usr/lib/postgresql/*/bin; otherwise
-# only say so (those tests then skip, or fail with CI=true). The cluster the
-# package may start itself is never used.
+# Real servers the tests use, from Debian's packages: PostgreSQL (the
+# tests/pgserver.py tests start a private server from its binaries; the
+# cluster the package may start itself is never used) and HAProxy (the
+# examples/haproxy test). As root (CI) a missing one is installed; otherwise
+# only said (those tests then skip, or fail with CI=true).
 system-deps:
-	@if command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	@missing=""; \
+	if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		missing="postgresql"; \
+	fi; \
+	if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then \
+		missing="$$missing haproxy"; \
+	fi; \
+	if [ -z "$$missing" ]; then \
 		:; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-		echo "note: PostgreSQL not found; its tests will be skipped (sudo apt-get install postgresql)"; \
+		echo "note: not installed: $$missing; their tests will be skipped (sudo apt-get install $$missing)"; \
 	fi
 
 # The TLS files run three times: with the compiled record path (the default,
@@ -45,7 +52,26 @@ system-deps:
 TLS_TESTS = tests/test_tls_engine.py tests/test_tls_direct.py tests/test_tls_socket_steps.py tests/test_tls_e2e.py \
 	tests/test_transports.py tests/interop/test_transports_interop.py
 
-test: system-deps $(VENV)/.test
+# mypy --strict (settings in mypy.ini) over syncpb/, tls/ and adapters/.
+# setup.py installs tls/ and adapters/ as syncpb.tls and syncpb.adapters
+# (package_dir), which mypy has no option for, and it cannot follow the import
+# hook of the editable install either. So each run remakes a tree of symlinks,
+# $(TYPECHECK)/syncpb: one per entry of syncpb/ plus tls and adapters, and mypy
+# checks the package `syncpb` from inside $(TYPECHECK). Every file is reached
+# under one module name only (no duplicate-module errors), files added to or
+# removed from syncpb/ are picked up, and mypy's cache stays under build/.
+# Errors name files as syncpb/...: syncpb/tls/X is tls/X, syncpb/adapters/X is
+# adapters/X.
+TYPECHECK := build/typecheck
+
+typecheck: $(VENV)/.test
+	rm -rf $(TYPECHECK)/syncpb
+	mkdir -p $(TYPECHECK)/syncpb
+	ln -s "$(CURDIR)"/syncpb/* $(TYPECHECK)/syncpb/
+	ln -s "$(CURDIR)/tls" "$(CURDIR)/adapters" $(TYPECHECK)/syncpb/
+	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/mypy.ini" -p syncpb
+
+test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest
 	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS)
 	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)

@@ -21,7 +21,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["syncpb", "syncpb.adapters", "syncpb.tls"],
+    packages=["syncpb", "syncpb.adapters", "syncpb.tls", "syncpb.cli"],
     package_dir={
         "syncpb": "syncpb",
         "syncpb.adapters": "adapters",
@@ -29,6 +29,7 @@ setup(
     },
     package_data={"syncpb": ["py.typed"]},
     ext_modules=EXTENSIONS,
+    entry_points={"console_scripts": ["syncpb = syncpb.cli:run"]},
     install_requires=[
         "gevent>=23.9",
         "pyopenssl>=23.2",
@@ -42,12 +43,14 @@ setup(
             "hypothesis>=6.90",
             "twisted>=24.3",
             "psycopg[binary]>=3.1",
+            "mypy>=2.4", "types-gevent>=26.9", "types-greenlet>=3.5",  # make typecheck
         ],
         "bench": [
             "twisted>=24.3",
             "Pyro5>=5.15",
             "msgpack>=1.0",
             "psycopg[binary]>=3.1",
+            "matplotlib>=3.7",
         ],
     },
     classifiers=[

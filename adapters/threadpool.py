@@ -38,7 +38,7 @@ import atexit
 import logging
 import os
 import time
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from syncpb.deferred import Deferred
 from syncpb.errors import PoolClosed, PoolSaturated
@@ -58,7 +58,7 @@ _thread_local = real("_thread", "_local")
 
 T = TypeVar("T")
 _Deliver = Callable[[bool, Any], None]
-_Task = Tuple[Callable[..., Any], tuple, dict, _Deliver]
+_Task = Tuple[Callable[..., Any], Tuple[Any, ...], Dict[str, Any], _Deliver]
 
 
 

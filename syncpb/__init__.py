@@ -25,8 +25,8 @@ from .deferred import Deferred, fail, gather, maybe_deferred, succeed
 from .errors import (AlreadyCalledError, BananaError, CallTimeout, CancelledError, CertificateExpired,
                      CertificateUntrusted, ClientCertificateRequired, ConnectionFailed,
                      ConnectionLost, DatabaseConnectionLost, DatabaseError, DatabaseUnavailable,
-                     DeadReferenceError, Error, HostnameMismatch, InsecureJelly, LoginFailed,
-                     NoSuchMethod, NotTLSPeer, PoolClosed, PoolSaturated, ProtocolError,
+                     DeadReferenceError, Error, HostnameMismatch, InsecureJelly, ListenFailed,
+                     LoginFailed, NoSuchMethod, NotTLSPeer, PoolClosed, PoolSaturated, ProtocolError,
                      RemoteError, SyncPBError, TLSError, Unauthorized, UnauthorizedLogin,
                      UnhandledCredentials)
 from .failure import Failure
@@ -64,6 +64,7 @@ __all__ = [
     "Deferred", "Failure", "gather", "succeed", "fail", "maybe_deferred",
     # errors
     "SyncPBError", "Error", "RemoteError", "ConnectionLost", "ConnectionFailed", "NotConnected",
+    "ListenFailed",
     "DeadReferenceError", "NoSuchMethod", "InsecureJelly", "BananaError", "ProtocolError",
     "CallTimeout", "CancelledError", "AlreadyCalledError", "PoolSaturated", "PoolClosed",
     "DatabaseError", "DatabaseConnectionLost", "DatabaseUnavailable",

@@ -47,6 +47,7 @@ __all__ = [
     "DIALECTS",
     "encode_prefix",
     "encode_int",
+    "too_large",
     "encode",
     "Framer",
     "Decoder",
@@ -66,6 +67,31 @@ VOCAB = 0x87
 SIZE_LIMIT = 640 * 1024
 #: Twisted's default maximum number of prefix bytes before a type byte.
 PREFIX_LIMIT = 64
+
+
+def too_large(what: str, size: int, limit: int) -> BananaError:
+    """The error for an outgoing ``what`` (``"string"``, ``size`` in bytes,
+    or ``"list"``, in items) over the connection's size ``limit``, with the
+    size, the limit and what to do about it."""
+    unit = "bytes" if what == "string" else "items"
+    default = ""
+    if limit == SIZE_LIMIT:
+        default = " (640 KiB, Twisted's default)" if unit == "bytes" else " (Twisted's default)"
+    return BananaError(
+        f"cannot send a {what} of {size} {unit}{_in_kib(size, unit)}: it exceeds the size "
+        f"limit of {limit} {unit}{default} for any one string or list in a PB message; "
+        f"send large data in pages (syncpb.util.StringPager, collected with "
+        f"syncpb.util.get_all_pages: README \"Limits and bad input\") or raise the limit "
+        f"on both sides (syncpb.Limits(size_limit=...) for connect() and Server(); "
+        f"Banana.sizeLimit on a Twisted peer)")
+
+
+def _in_kib(size: int, unit: str) -> str:
+    if unit != "bytes" or size < 1024:
+        return ""
+    if size < 1024 * 1024:
+        return f" ({size / 1024:.4g} KiB)"
+    return f" ({size / (1024 * 1024):.4g} MiB)"
 
 #: The ``pb`` dialect's vocabulary; index 0 is unused.
 VOCABULARY: Tuple[bytes, ...] = (
@@ -149,7 +175,7 @@ def _encode_into(tree: Any, out: List[bytes], vocab: bool, size_limit: int,
             out.append(bytes((index, VOCAB)))
             return
         if len(tree) > size_limit:
-            raise BananaError(f"string of {len(tree)} bytes exceeds the size limit {size_limit}")
+            raise too_large("string", len(tree), size_limit)
         out.append(encode_prefix(len(tree)) + b"\x82" + tree)
     elif kind is int:
         out.append(encode_int(tree, prefix_limit))
@@ -157,7 +183,7 @@ def _encode_into(tree: Any, out: List[bytes], vocab: bool, size_limit: int,
         out.append(b"\x84" + _FLOAT.pack(tree))
     elif kind is list or kind is tuple:
         if len(tree) > size_limit:
-            raise BananaError(f"list of {len(tree)} items exceeds the size limit {size_limit}")
+            raise too_large("list", len(tree), size_limit)
         out.append(encode_prefix(len(tree)) + b"\x80")
         for item in tree:
             _encode_into(item, out, vocab, size_limit, prefix_limit)

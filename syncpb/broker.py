@@ -67,7 +67,8 @@ MIN_PREFIX_LIMIT = 4
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-connection limits; the defaults are Twisted's.
+    """Per-connection limits: size_limit, prefix_limit and max_references
+    default to Twisted's values, the others (which Twisted lacks) to syncpb's.
 
     Attributes:
         size_limit: longest string / list accepted or sent (Banana SIZE_LIMIT).
@@ -140,7 +141,7 @@ class Broker(CacheProtocol):
     # CPython's fast instance-attribute lookups stop at about 30 dict entries.
     __slots__ = ("limits", "is_client", "unsafe_tracebacks", "security", "proxy_factory",
                  "released", "_state", "_vocab", "_out", "_writer", "_chunks",
-                 "_long_strings", "_reader", "_framer", "_next_request", "_next_oid",
+                 "_long_strings", "_reader", "_framer", "_next_request",
                  "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
                  "_imports", "_waiting", "_incoming", "_max_incoming", "_refusing",
                  "_told_limit", "_message_head",
@@ -183,7 +184,7 @@ class Broker(CacheProtocol):
         self._pending_exports: List[Any] = []
         self._perspective: Any = None  # whom the message being encoded is for
         self._imports: Dict[int, ImportRecord] = {}
-        self._waiting: set = set()
+        self._waiting: set[int] = set()
         self._incoming = 0
         self._max_incoming = limits.max_incoming_calls
         self._refusing: Optional[str] = None
@@ -687,16 +688,18 @@ class Broker(CacheProtocol):
             if type(record) is CacheRecord:
                 self._decache(record)
                 continue
-            if self._imports.get(record.oid) is record:
-                del self._imports[record.oid]
+            oid = record.oid
+            if self._imports.get(oid) is record:
+                del self._imports[oid]
             if self._state == _READY:
                 for _ in range(record.count):
-                    self._emit([b"decref", record.oid])
+                    self._emit([b"decref", oid])
             record.count = 0
 
     # ------------------------------------------------------------ operations
 
-    def call(self, oid: Any, name: str, args: tuple = (), kwargs: Optional[Dict[str, Any]] = None,
+    def call(self, oid: Any, name: str, args: Tuple[Any, ...] = (),
+             kwargs: Optional[Dict[str, Any]] = None,
              answer_required: bool = True, perspective: Any = None, cache: bool = False) -> int:
         """Queue a call of ``name`` on the peer's object ``oid``.
 
@@ -740,13 +743,14 @@ class Broker(CacheProtocol):
             self._waiting.add(request_id)
         return request_id
 
-    def _encode_call(self, args: tuple, kwargs: Optional[Dict[str, Any]]) -> List[bytes]:
+    def _encode_call(self, args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]) -> List[bytes]:
         """Encode call arguments: a tuple and a dictionary, two serialisations.
 
         The argument tuple is new and unreachable from its items, so it
         needs no reference slot; empty keyword arguments are a constant.
         """
-        writer, out = self._writer, []
+        writer = self._writer
+        out: List[bytes] = []
         self._pending_exports = []
         writer.wrote_large = False  # a large piece keeps the message in pieces
         try:
@@ -763,7 +767,8 @@ class Broker(CacheProtocol):
         return out
 
     def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
-        writer, out = self._writer, []
+        writer = self._writer
+        out: List[bytes] = []
         self._pending_exports = []
         writer.wrote_large = False
         try:
@@ -812,7 +817,8 @@ class Broker(CacheProtocol):
         if kind is int and 0 <= value < 2097152 or value is None or kind is bool or kind is float:
             # A plain answer (the usual small result): one token, nothing to
             # share, export or roll back.
-            writer, out = self._writer, []
+            writer = self._writer
+            out: List[bytes] = []
             writer.value(value, out)
             self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
             return

@@ -73,7 +73,7 @@ class CacheObserver:
         cid = self.broker.cache_id_of(self.cacheable)
         if cid is None:
             raise DeadReferenceError("the peer no longer holds this cached object")
-        return self.broker.call(cid, _name, args, kwargs, cache=True,  # type: ignore[attr-defined]
+        return self.broker.call(cid, _name, args, kwargs, cache=True,
                                 perspective=self.perspective)
 
 
@@ -83,13 +83,15 @@ ObserverFactory = Callable[[Any, Cacheable, Any], Any]
 class CacheProtocol:
     """Cache tables and handlers; mixed into the broker."""
 
+    # _next_oid: the broker's counter, shared by its exports and cache ids.
     __slots__ = ("_caches", "_cache_ids", "_cache_imports", "_cache_dicts", "observer_factory",
-                 "on_release")
+                 "on_release", "_next_oid")
 
     _perspective: Any
     _pending_exports: List[Any]
     _next_oid: int
     limits: Any
+    call: Callable[..., int]  # Broker.call
     released: Any
 
     def _init_caches(self) -> None:
@@ -177,7 +179,8 @@ class CacheProtocol:
     def _take_observers(self) -> List[Callable[[], None]]:
         """Forget every cache the peer holds; return their ``stoppedObserving``
         calls (the connection has ended)."""
-        calls = [functools.partial(_stop_observing, entry) for entry in self._caches.values()]
+        calls: List[Callable[[], None]] = [
+            functools.partial(_stop_observing, entry) for entry in self._caches.values()]
         self._caches.clear()
         self._cache_ids.clear()
         return calls

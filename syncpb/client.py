@@ -89,12 +89,14 @@ class Connection:
             username = username.encode("utf-8")  # Twisted's checkers key users by bytes
 
         def answer(challenge_and_challenger: Any) -> Deferred:
+            challenger: RemoteReference  # the server's challenger object
             challenge, challenger = challenge_and_challenger
             return challenger.callRemote("respond", respond(challenge, password), mind)
 
         def answer_salted(fields: Any) -> Deferred:
             if not isinstance(fields, tuple) or len(fields) != 6 or type(fields[0]) is not bytes:
                 raise ProtocolError("malformed answer to loginSalted")
+            challenger: RemoteReference
             challenge, salt, n, r, p, challenger = fields
             key = derive_key(password, *check_params(salt, n, r, p))
             return challenger.callRemote("respond", proof(key, challenge), mind)
@@ -112,9 +114,13 @@ class Connection:
         Raises:
             UnauthorizedLogin: unknown user or wrong password; the
                 connection stays usable for another attempt.
+            UnhandledCredentials: the server checks no logins of this kind
+                (its message says when the other kind, ``salted``, works).
             CallTimeout, ConnectionLost.
         """
-        return self.login_async(username, password, mind, salted).result(timeout=timeout)
+        avatar: RemoteReference = self.login_async(username, password, mind, salted).result(
+            timeout=timeout)
+        return avatar
 
     def login_anonymous_async(self, mind: Any = None) -> Deferred:
         """Anonymous login; a Deferred of the avatar's RemoteReference."""
@@ -124,7 +130,8 @@ class Connection:
                         timeout: Optional[float] = None) -> RemoteReference:
         """Anonymous login; the avatar. Raises UnhandledCredentials when the
         server allows none."""
-        return self.login_anonymous_async(mind).result(timeout=timeout)
+        avatar: RemoteReference = self.login_anonymous_async(mind).result(timeout=timeout)
+        return avatar
 
     def __enter__(self) -> "Connection":
         return self

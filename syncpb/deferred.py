@@ -94,7 +94,7 @@ from typing import (
     Union,
 )
 
-from syncpb.errors import AlreadyCalledError, CallTimeout, CancelledError
+from syncpb.errors import AlreadyCalledError, CallTimeout, CancelledError, format_seconds
 from syncpb.failure import Failure
 from syncpb.timers import Clock, default_clock
 from syncpb.waiting import Wakeup
@@ -850,7 +850,7 @@ def _cancelled_to_timeout(value: Any, timeout: float) -> Any:
         CallTimeout: ``value`` is a CancelledError Failure.
     """
     if isinstance(value, Failure) and value.check(CancelledError) is not None:
-        raise CallTimeout(f"the Deferred timed out after {timeout} seconds")
+        raise CallTimeout(f"the Deferred timed out after {format_seconds(timeout)}")
     return value
 
 
@@ -955,7 +955,7 @@ def _remaining(deadline: Optional[float], timeout: Optional[float]) -> Optional[
         return None
     left = deadline - time.monotonic()
     if left <= 0:
-        raise CallTimeout(f"no result within {timeout} seconds")
+        raise CallTimeout(f"no result within {format_seconds(timeout)}")
     return left
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 __all__ = ["Ready", "CallReceived", "AnswerReceived", "ErrorReceived", "ProtocolViolation"]
 
@@ -17,9 +17,11 @@ class Ready:
 class CallReceived:
     """The peer called one of our methods; run it and answer by request id."""
 
-    request_id: int
+    #: None for a call that needs no answer made on the broker's own behalf
+    #: (a cache's ``stoppedObserving``).
+    request_id: Optional[int]
     method: Callable[..., Any]
-    args: tuple
+    args: tuple[Any, ...]
     kwargs: Dict[str, Any]
     answer_required: bool
     #: The perspective the answer is encoded for (pass it to :meth:`Broker.answer`).

@@ -63,7 +63,7 @@ class Avatar(Referenceable):
     remote_prefix = "perspective_"
 
     @property
-    def pb_perspective(self) -> Any:  # type: ignore[override]
+    def pb_perspective(self) -> Any:
         return self
 
 
@@ -95,7 +95,7 @@ class ViewPoint(Referenceable):
         return id(self.perspective), id(self.viewable)
 
     @property
-    def pb_perspective(self) -> Any:  # type: ignore[override]
+    def pb_perspective(self) -> Any:
         return self.perspective
 
     def remote_method(self, name: str, perspective: Any = None) -> Optional[Callable[..., Any]]:

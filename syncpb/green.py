@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
@@ -37,7 +37,7 @@ class _SwitchWatch:
         self.watched: Dict[Any, "GreenSession"] = {}
         self.previous = greenlet.settrace(self._trace)
 
-    def _trace(self, event: str, args: Any) -> None:
+    def _trace(self, event: Literal["switch", "throw"], args: Any) -> None:
         if self.watched and (event == "switch" or event == "throw"):
             session = self.watched.pop(args[0], None)
             if session is not None:
@@ -156,7 +156,8 @@ class GreenSession(Session):
         if not self.closed:
             with self._lock:
                 self._enqueue_locked()
-            with self._gevent.Timeout(timeout, False):  # silent when it expires
+            # silent when it expires; types-gevent leaves out the documented False
+            with self._gevent.Timeout(timeout, False):  # type: ignore[arg-type]
                 with self._send_mutex:
                     self._write_queue()
         self.close(reason)

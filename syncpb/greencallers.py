@@ -19,13 +19,16 @@ So a hub whose thread blocks in plain code holds up only its own greenlets.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from .deferred import Deferred
 from .dispatch import before_blocking
-from .errors import DeadReferenceError
+from .errors import STALE_REFERENCE, DeadReferenceError
 from .failure import Failure
 from .waiting import Wakeup, call_soon_in, cooperative_hub
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .broker import Broker
 
 __all__ = ["GreenCallers"]
 
@@ -85,7 +88,7 @@ class GreenCallers:
     _pending: Dict[int, Any]
     _green_waiting: int
     _leader: Any
-    broker: Any
+    broker: Broker
     closed: bool
     _enqueue_locked: Any
     _outcome: Any
@@ -96,13 +99,13 @@ class GreenCallers:
         hub = cooperative_hub()
         return d if hub is None else _InHub(d, hub)
 
-    def _call_blocking_green(self, oid: Any, name: str, args: tuple,
+    def _call_blocking_green(self, oid: Any, name: str, args: tuple[Any, ...],
                              kwargs: Dict[str, Any], timeout: Optional[float]) -> Any:
         """:meth:`call_blocking` for a greenlet: blocks only the greenlet."""
         slot = _GreenSlot()
         with self._lock:
             if self.closed:
-                raise DeadReferenceError("Calling Stale Broker")
+                raise DeadReferenceError(STALE_REFERENCE)
             request_id = self.broker.call(oid, name, args, kwargs)
             self._pending[request_id] = slot
             self._enqueue_locked()

@@ -112,3 +112,16 @@ class JellyContext(Protocol):
 
     def unjelly_local(self, oid: Any) -> Any:
         """Return our own object ``oid`` coming back (``['local', oid]``)."""
+
+    def unjelly_cache(self, cls: type, cid: Any) -> Any:
+        """Build a new cache ``[tag, id, state]`` of class ``cls``; return its
+        first object (the reader fills it, then calls :meth:`cache_filled`)."""
+
+    def cache_filled(self, cid: int, first: Any) -> None:
+        """The state of new cache ``cid`` is in ``first``."""
+
+    def unjelly_cached(self, cid: Any) -> Any:
+        """Return a later occurrence of cache ``cid`` (``['cached', id]``)."""
+
+    def unjelly_lcache(self, cid: Any) -> Any:
+        """Return our own Cacheable coming back (``['lcache', id]``)."""

@@ -479,8 +479,8 @@ class Reader:
         if type(item) is _Pending:
             item.fixups.append((container, key))
 
-    def _h_list(self, count: int) -> list:
-        result: list = []
+    def _h_list(self, count: int) -> List[Any]:
+        result: List[Any] = []
         self._register(self._own(), result)
         value = self.value
         for index in range(count):
@@ -490,7 +490,7 @@ class Reader:
                 self._fill(result, index, item)
         return result
 
-    def _check_items(self, items: list, what: str) -> None:
+    def _check_items(self, items: List[Any], what: str) -> None:
         if self._pending and any(type(item) is _Pending for item in items):
             raise JellyError(f"unsupported cycle through a {what}")
 
@@ -502,7 +502,7 @@ class Reader:
             return self._deferred_tuple(items)
         return tuple(items)
 
-    def _h_set(self, count: int) -> set:
+    def _h_set(self, count: int) -> set[Any]:
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
@@ -510,7 +510,7 @@ class Reader:
             self._check_items(items, "set")
         return set(items)
 
-    def _h_frozenset(self, count: int) -> frozenset:
+    def _h_frozenset(self, count: int) -> frozenset[Any]:
         items, value = [], self.value
         for _ in range(count):
             items.append(value())
@@ -518,8 +518,8 @@ class Reader:
             self._check_items(items, "frozenset")
         return frozenset(items)
 
-    def _h_dict(self, count: int) -> dict:
-        result: dict = {}
+    def _h_dict(self, count: int) -> Dict[Any, Any]:
+        result: Dict[Any, Any] = {}
         self._register(self._own(), result)
         value, buf = self.value, self.buf
         fast = self._fast_unicode
@@ -586,7 +586,7 @@ class Reader:
         except Exception as exc:  # the receiver's own code: refuse this copy, clearly
             raise JellyError(f"{target.__qualname__}.setCopyableState failed: "
                              f"{type(exc).__name__}: {exc}") from exc
-        if cid is not None:
+        if cid is not None and self.ctx is not None:  # the "cache" form
             self.ctx.cache_filled(cid, obj)
         return obj
 
@@ -609,8 +609,9 @@ class Reader:
         return fields
 
     def _h_datetime(self, count: int) -> datetime.datetime:
+        year, month, day, hour, minute, second, micro = self._fields(count, "datetime", 7)
         try:
-            return datetime.datetime(*self._fields(count, "datetime", 7))
+            return datetime.datetime(year, month, day, hour, minute, second, micro)
         except ValueError as exc:
             raise JellyError(f"bad datetime: {exc}") from None
 
@@ -621,8 +622,9 @@ class Reader:
             raise JellyError(f"bad date: {exc}") from None
 
     def _h_time(self, count: int) -> datetime.time:
+        hour, minute, second, micro = self._fields(count, "time", 4)
         try:
-            return datetime.time(*self._fields(count, "time", 4))
+            return datetime.time(hour, minute, second, micro)
         except ValueError as exc:
             raise JellyError(f"bad time: {exc}") from None
 

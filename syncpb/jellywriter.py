@@ -11,7 +11,7 @@ import struct
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .banana import (INT, LIST, PREFIX_LIMIT, SIZE_LIMIT, STRING, VOCAB, VOCAB_INDEX,
-                     encode_int, encode_prefix)
+                     encode_int, encode_prefix, too_large)
 from .errors import BananaError
 from .jellybase import JellyContext, Unpersistable
 
@@ -34,7 +34,7 @@ def _string_token(data: bytes, vocab: bool, size_limit: int) -> bytes:
             return bytes((index, VOCAB))
     size = len(data)
     if size > size_limit:
-        raise BananaError(f"string of {size} bytes exceeds the size limit {size_limit}")
+        raise too_large("string", size, size_limit)
     if size < 128:
         return bytes((size, STRING)) + data
     return encode_prefix(size) + b"\x82" + data
@@ -199,7 +199,7 @@ class Writer:
 
     def _checked_size(self, size: int) -> int:
         if size > self.size_limit:
-            raise BananaError(f"string of {size} bytes exceeds the size limit {self.size_limit}")
+            raise too_large("string", size, self.size_limit)
         return size
 
     def _str(self, obj: str, out: List[bytes]) -> None:
@@ -241,7 +241,7 @@ class Writer:
             BananaError: ``count`` exceeds the size limit.
         """
         if count > self.size_limit:
-            raise BananaError(f"list of {count} items exceeds the size limit {self.size_limit}")
+            raise too_large("list", count, self.size_limit)
         return bytes((count, LIST)) if count < 128 else encode_prefix(count) + b"\x80"
 
     def _sequence(self, obj: Any, out: List[bytes], head: bytes) -> None:
@@ -253,7 +253,7 @@ class Writer:
             for item in obj:
                 value(item, out)
 
-    def _list(self, obj: list, out: List[bytes]) -> None:
+    def _list(self, obj: List[Any], out: List[bytes]) -> None:
         if self.begin_shared(obj, out):  # _sequence inlined: lists are the common case
             count = len(obj) + 1
             out.append((bytes((count, LIST)) if count < self._short_list else self.list_header(count))
@@ -262,16 +262,16 @@ class Writer:
             for item in obj:
                 value(item, out)
 
-    def _tuple(self, obj: tuple, out: List[bytes]) -> None:
+    def _tuple(self, obj: tuple[Any, ...], out: List[bytes]) -> None:
         self._sequence(obj, out, b"tuple")
 
-    def _set(self, obj: set, out: List[bytes]) -> None:
+    def _set(self, obj: set[Any], out: List[bytes]) -> None:
         self._sequence(obj, out, b"set")
 
-    def _frozenset(self, obj: frozenset, out: List[bytes]) -> None:
+    def _frozenset(self, obj: frozenset[Any], out: List[bytes]) -> None:
         self._sequence(obj, out, b"frozenset")
 
-    def _dict(self, obj: dict, out: List[bytes]) -> None:
+    def _dict(self, obj: Dict[Any, Any], out: List[bytes]) -> None:
         if self.begin_shared(obj, out):
             count = len(obj) + 1
             out.append((bytes((count, LIST)) if count < self._short_list else self.list_header(count))

@@ -8,17 +8,20 @@ use ``_thread`` directly, as it was before any patching.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .waiting import real
+
+if TYPE_CHECKING:  # pragma: no cover
+    import _thread
 
 __all__ = ["OSThread", "OSFlag"]
 
 log = logging.getLogger("syncpb")
 
-_allocate_lock = real("_thread", "allocate_lock")
-_get_ident = real("_thread", "get_ident")
-_start_new_thread = real("_thread", "start_new_thread")
+_allocate_lock: Callable[[], _thread.LockType] = real("_thread", "allocate_lock")
+_get_ident: Callable[[], int] = real("_thread", "get_ident")
+_start_new_thread: Callable[..., int] = real("_thread", "start_new_thread")
 
 
 class OSFlag:

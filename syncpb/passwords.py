@@ -1,4 +1,4 @@
-"""A password file of salted scrypt hashes, its checker and a command to add users (L3.3).
+"""A password file of salted scrypt hashes, and its checker (L3.3).
 
 Why PB's own login cannot use it
 --------------------------------
@@ -20,19 +20,16 @@ hashes cannot answer it. So :class:`FilePasswordChecker` serves:
   check a password directly.
 
 File format: one ``username:scrypt:n:r:p:salt-hex:key-hex`` line per user.
-Add users with :func:`add_user` or ``python -m syncpb.passwords FILE USER``.
+Add users with :func:`add_user` or ``syncpb users add FILE USER``.
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import hashlib
 import hmac
 import os
-import sys
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 from .errors import ProtocolError, UnauthorizedLogin
 from .portal import SaltedResponse, UsernamePassword, proof
@@ -164,27 +161,3 @@ class FilePasswordChecker:
                     derive_key(credentials.password, salt, n, r, p), key):
                 return username
         raise UnauthorizedLogin()
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m syncpb.passwords FILE USERNAME``: add or replace a user."""
-    parser = argparse.ArgumentParser(prog="python -m syncpb.passwords",
-                                     description="Add a user to a syncpb password file.")
-    parser.add_argument("file")
-    parser.add_argument("username")
-    parser.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of stdin")
-    options = parser.parse_args(argv)
-    if options.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass(f"password for {options.username}: ")
-    if not password:
-        parser.error("an empty password is not allowed")
-    add_user(options.file, options.username, password)
-    print(f"{options.username} added to {options.file}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -163,9 +163,10 @@ class InMemoryPasswordChecker:
         Raises:
             UnauthorizedLogin: unknown user or wrong password (the same error).
         """
-        password = self._passwords.get(credentials.username)
+        username: bytes = credentials.username
+        password = self._passwords.get(username)
         if password is not None and credentials.checkPassword(password):
-            return credentials.username
+            return username
         raise UnauthorizedLogin()
 
 
@@ -232,7 +233,24 @@ class Portal(Root):
             d = maybe_deferred(checker.requestAvatarId, credentials)
             return d.addCallback(self._request_avatar, mind, interfaces)
         name = _INTERFACE_NAMES.get(type(credentials), type(credentials).__qualname__)
-        return maybe_deferred(_raise, UnhandledCredentials(f"No checker for {name}"))
+        return maybe_deferred(_raise, UnhandledCredentials(
+            f"No checker for {name}{self._unhandled_hint(type(credentials))}"))
+
+    def _unhandled_hint(self, kind: type) -> str:
+        """What a client whose ``kind`` of credentials no checker handles
+        should do instead, when another login would work; else "".
+
+        It follows Twisted's "No checker for <interface>", which thus stays
+        as it is whenever Twisted itself would send it."""
+        if kind is ChallengeResponse and any(hasattr(c, "salt_for") for c in self.checkers):
+            return ("; this server's password checker keeps salted hashes, so PB's MD5 "
+                    "login cannot be checked against it: log in with syncpb's salted login, "
+                    "conn.login(user, password, salted=True)")
+        if kind is SaltedResponse and any(ChallengeResponse in tuple(c.credentialInterfaces)
+                                          for c in self.checkers):
+            return ("; this server's checker uses PB's own password login: call "
+                    "conn.login(user, password) without salted=True")
+        return ""
 
     def _request_avatar(self, avatar_id: Any, mind: Any, interfaces: Sequence[Any]) -> Deferred:
         d = maybe_deferred(self.realm.requestAvatar, avatar_id, mind, *interfaces)
@@ -268,7 +286,7 @@ class _LoggedIn(Referenceable):
         self._logout: Optional[Callable[[], Any]] = logout
 
     @property
-    def pb_perspective(self) -> Any:  # type: ignore[override]
+    def pb_perspective(self) -> Any:
         return self.avatar
 
     def remote_method(self, name: str, perspective: Any = None) -> Optional[Callable[..., Any]]:
@@ -340,7 +358,8 @@ class LoginRoot(Referenceable):
         username = self._attempt(username)
         salts = [c for c in self.portal.checkers if hasattr(c, "salt_for")]
         if not salts:
-            raise UnhandledCredentials(f"No checker for {_INTERFACE_NAMES[SaltedResponse]}")
+            raise UnhandledCredentials(f"No checker for {_INTERFACE_NAMES[SaltedResponse]}"
+                                       f"{self.portal._unhandled_hint(SaltedResponse)}")
         salt, n, r, p = salts[0].salt_for(username)
         challenge = os.urandom(CHALLENGE_BYTES)
         return (challenge, salt, n, r, p,

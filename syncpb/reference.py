@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from .errors import DeadReferenceError
+from .errors import STALE_REFERENCE, DeadReferenceError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import ImportRecord
@@ -58,16 +58,18 @@ class RemoteReference:
         """
         session = self._pb_session
         if session.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise DeadReferenceError(STALE_REFERENCE)
         if isinstance(_name, bytes):
             _name = _name.decode("utf-8")
-        return session.call_remote(self._pb_record.oid, _name, args, kwargs)
+        # the session (a layer above, so Any here) returns the call's Deferred
+        d: Deferred = session.call_remote(self._pb_record.oid, _name, args, kwargs)
+        return d
 
     def callRemoteNoAnswer(self, _name: str, *args: Any, **kwargs: Any) -> None:  # noqa: N802
         """Call without asking for an answer (``answerRequired`` 0)."""
         session = self._pb_session
         if session.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise DeadReferenceError(STALE_REFERENCE)
         session.call_remote(self._pb_record.oid, _name, args, kwargs, answer_required=False)
 
     def call(self, _name: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
@@ -80,7 +82,7 @@ class RemoteReference:
         """
         session = self._pb_session
         if session.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise DeadReferenceError(STALE_REFERENCE)
         return session.call_blocking(self._pb_record.oid, _name, args, kwargs,
                                      session.call_timeout if timeout is None else timeout)
 
@@ -93,7 +95,8 @@ class RemoteReference:
         # ``self``: no reference cycle keeps a dropped proxy alive.
         method = _blocking_method(name)
         setattr(RemoteReference, name, method)
-        return method.__get__(self, RemoteReference)
+        bound: Callable[..., Any] = method.__get__(self, RemoteReference)
+        return bound
 
     def notifyOnDisconnect(self, callback: Callable[["RemoteReference"], Any]) -> None:  # noqa: N802
         """Call ``callback(self)`` when the connection is lost."""
@@ -137,7 +140,7 @@ def _blocking_method(name: str) -> Callable[..., Any]:
     def blocking_call(self: RemoteReference, *args: Any, **kwargs: Any) -> Any:
         session = self._pb_session
         if session.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise DeadReferenceError(STALE_REFERENCE)
         return session.call_blocking(self._pb_record.oid, name, args, kwargs,
                                      session.call_timeout)
 
@@ -169,13 +172,15 @@ class RemoteCacheObserver:
                 dropped its copy.
         """
         if self.session.closed:
-            raise DeadReferenceError("Calling Stale Broker")
+            raise DeadReferenceError(STALE_REFERENCE)
         if isinstance(_name, bytes):
             _name = _name.decode("utf-8")
-        return self.session.call_remote(None, _name, args, kwargs,
-                                        perspective=self.perspective, cacheable=self.cacheable)
+        d: Deferred = self.session.call_remote(None, _name, args, kwargs,
+                                               perspective=self.perspective,
+                                               cacheable=self.cacheable)
+        return d
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[int, int, int]:
         return (id(self.session), id(self.cacheable), id(self.perspective))
 
     def __eq__(self, other: object) -> bool:

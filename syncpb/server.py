@@ -7,10 +7,11 @@ A :class:`Server` publishes one root object on any number of listeners
 that calls :meth:`Server.serve_forever`, or in a background thread started
 by :meth:`Server.start`; the host program needs no monkey-patching. Each
 accepted connection gets a greenlet that reads it and a
-:class:`~syncpb.green.GreenSession`; each incoming call runs in a
-greenlet of its own, so a method that waits (on a gevent socket,
-``gevent.sleep``, or a Deferred it returned) never stalls other calls on
-the same or other connections. Methods that block in ordinary, non-gevent
+:class:`~syncpb.green.GreenSession`; incoming calls run inline in that
+greenlet until one waits (on a gevent socket, ``gevent.sleep``, or a
+Deferred it returned), which then keeps the greenlet while a new one takes
+over reading, so a waiting method never stalls other calls on the same or
+other connections. Methods that block in ordinary, non-gevent
 code would stall the hub, so they run in a thread pool: those marked with
 :func:`syncpb.adapters.blocking`, or every method with
 ``blocking_methods=True``. The pool is the server's own (``pool=``), which
@@ -32,7 +33,7 @@ import socket as stdlib_socket
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .broker import Broker, Limits
-from .errors import ConnectionFailed, SyncPBError
+from .errors import ConnectionFailed, SyncPBError, format_seconds
 from .copyable import UnjellyableRegistry
 from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
@@ -56,7 +57,7 @@ class _Offload:
         self.pool = pool
         self.everything = everything
 
-    def submit(self, method: Any, args: tuple, kwargs: Dict[str, Any]) -> Deferred:
+    def submit(self, method: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Deferred:
         pool = self.pool
         if pool is None:  # the process-wide pool: syncpb.adapters is the one place for pools
             pool = importlib.import_module("syncpb.adapters").default_pool()
@@ -182,7 +183,8 @@ class Server:
         return len(self._sessions)
 
     def listen(self, address: AddressLike, *, mode: Optional[int] = None,
-               tls: Any = None, backlog: Optional[int] = None) -> str:
+               tls: Any = None, backlog: Optional[int] = None,
+               reuse_port: bool = False) -> str:
         """Bind a listener; return its bound address (port 0 resolved).
 
         May be called before or while serving, as often as needed; every
@@ -200,9 +202,14 @@ class Server:
                 :func:`syncpb.tls.server_context` (certificate, key, and the
                 CA that client certificates must chain to, if any).
             backlog: this listener's accept queue (default: the server's).
+            reuse_port: set ``SO_REUSEPORT`` (TCP only) so that other
+                processes may listen on the same port and share its
+                connections (``syncpb serve --workers``).
 
         Raises:
-            ConnectionFailed: the address cannot be bound (the message says why).
+            ListenFailed: the address cannot be bound; the message says why
+                and, for the common causes, what to do (it is a
+                ConnectionFailed, as before, and an OSError).
             ValueError: a TLS address without ``tls``, or ``tls`` for a plain one.
         """
         target = parse_address(address)
@@ -210,21 +217,56 @@ class Server:
             raise ValueError(f"{target}: a tls:// or tls+unix:// address needs tls="
                              f"syncpb.tls.server_context(...), and only such an address takes it")
         sock, bound, identity = bind_listener(
-            target, backlog=self.backlog if backlog is None else backlog, mode=mode)
+            target, backlog=self.backlog if backlog is None else backlog, mode=mode,
+            reuse_port=reuse_port)
+        self._add_listener(sock, bound, identity, tls)
+        return str(bound)
+
+    def adopt(self, sock: stdlib_socket.socket, *, tls: Any = None) -> str:
+        """Serve an already listening socket (one handed over by systemd
+        socket activation, ``fd://N``, or bound by the caller); return its
+        address.
+
+        The server owns the socket from now on and closes it on
+        :meth:`stop`; a unix socket's file is left in place (whoever made
+        it removes it).
+
+        Args:
+            sock: a listening ``SOCK_STREAM`` socket (TCP or unix).
+            tls: a :func:`syncpb.tls.server_context` to serve TLS on it.
+
+        Raises:
+            ValueError: ``sock`` is not a listening stream socket.
+        """
+        if sock.type != stdlib_socket.SOCK_STREAM or not sock.getsockopt(
+                stdlib_socket.SOL_SOCKET, stdlib_socket.SO_ACCEPTCONN):
+            raise ValueError(f"socket {sock.fileno()} is not a listening stream socket")
+        name = sock.getsockname()
+        if sock.family == stdlib_socket.AF_UNIX:
+            path = name.decode() if isinstance(name, bytes) else name
+            bound = Address("tls+unix" if tls is not None else "unix", path or "(unnamed)")
+        else:
+            bound = Address("tls" if tls is not None else "tcp", name[0], name[1])
+        self._add_listener(sock, bound, None, tls)
+        return str(bound)
+
+    def _add_listener(self, sock: stdlib_socket.socket, bound: Address,
+                      identity: Optional[Tuple[int, int]], tls: Any) -> None:
         if tls is not None:
             self._tls[sock.fileno()] = tls
         self._listeners.append((sock, bound, identity))
         if self._hub is not None:
             self._call_in_hub(self._serve_listener, sock)
-        return str(bound)
 
     def serve_forever(self, handle_signals: bool = True) -> None:
         """Serve in the calling thread until :meth:`stop` is called.
 
         A server serves once: after :meth:`stop` it cannot be started again.
         In the main thread (and with ``handle_signals``), SIGTERM and
-        SIGINT stop it gracefully, as ``stop(timeout=stop_timeout)`` does;
-        the previous handlers are back when it returns.
+        SIGINT stop it gracefully, as ``stop(timeout=stop_timeout)`` does,
+        and, when it has TLS listeners, SIGHUP calls :meth:`reload_tls`
+        (a failure is logged and the previous certificate kept); the
+        previous handlers are back when it returns.
 
         Raises:
             SyncPBError: nothing to serve (no :meth:`listen` yet), or the
@@ -271,8 +313,23 @@ class Server:
                      signal.Signals(signum).name, self.stop_timeout)
             self.stop(self.stop_timeout)
 
-        return [gevent.signal_handler(signum, stop_on, signum)
-                for signum in (signal.SIGTERM, signal.SIGINT)]
+        def reload_on(signum: int) -> None:
+            try:
+                self.reload_tls()
+            except Exception as exc:  # noqa: BLE001 - logged; the old files stay in use
+                log.error("%s received: the TLS certificate and key could not be reloaded "
+                          "(%s); the previous ones stay in use", signal.Signals(signum).name,
+                          exc)
+            else:
+                log.info("%s received: TLS certificate and key reloaded for %d listener(s); "
+                         "new connections use them", signal.Signals(signum).name,
+                         len(self._tls))
+
+        watchers = [gevent.signal_handler(signum, stop_on, signum)
+                    for signum in (signal.SIGTERM, signal.SIGINT)]
+        if self._tls and hasattr(signal, "SIGHUP"):
+            watchers.append(gevent.signal_handler(signal.SIGHUP, reload_on, signal.SIGHUP))
+        return watchers
 
     def start(self, timeout: Optional[float] = 10.0) -> None:
         """Serve in a background thread; return once it accepts connections.
@@ -405,8 +462,12 @@ class Server:
             gevent.spawn_later(self.login_timeout, self._check_login, session)
         ended = gevent.event.Event()
         self._sessions.add(session)
-        session.notify_on_disconnect(lambda: (self._sessions.discard(session),
-                                              self._call_in_hub(ended.set)))
+
+        def session_ended() -> None:
+            self._sessions.discard(session)
+            self._call_in_hub(ended.set)
+
+        session.notify_on_disconnect(session_ended)
         session.run()
         # run() returns early when a waiting call handed reading to another
         # greenlet; gevent closes the socket when this handler returns.
@@ -422,8 +483,8 @@ class Server:
 
     def _check_handshake(self, session: GreenSession) -> None:
         if not session.ready.called and not session.closed:
-            log.info("PB connection %s did not complete the handshake within %s seconds",
-                     session.name, self.handshake_timeout)
+            log.info("PB connection %s did not complete the handshake within %s",
+                     session.name, format_seconds(self.handshake_timeout))
             session.close("no PB handshake in time")
 
     def _await_calls(self, sessions: List[GreenSession], deadline: Optional[float]) -> None:

@@ -31,12 +31,13 @@ from __future__ import annotations
 import functools
 import logging
 import socket as stdlib_socket
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
                      ProtocolViolation, Ready)
 from .deferred import Deferred
-from .errors import BananaError, CallTimeout, ConnectionLost, DeadReferenceError, Error, ProtocolError
+from .errors import (STALE_REFERENCE, BananaError, CallTimeout, ConnectionLost,
+                     DeadReferenceError, Error, ProtocolError)
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
@@ -50,6 +51,8 @@ log = logging.getLogger("syncpb")
 # shared buffer of syncpb.transport.read_buffer() themselves.
 RECV_SIZE = 64 * 1024
 _DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
+#: A piece of the send queue: the broker's bytes, or the unsent rest of one.
+_Piece = Union[bytes, memoryview]
 
 
 #: The attribute :func:`syncpb.adapters.blocking` sets on a method that must
@@ -100,6 +103,8 @@ class Session:
     #: ``everything`` (bool) and ``submit(method, args, kwargs) -> Deferred``
     #: (the server's thread pool); None runs every call where it arrives.
     offload: Any = None
+    #: Held while writing (the subclass sets it: a lock, or gevent's Semaphore).
+    _send_mutex: Any
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self.sock = sock
@@ -117,7 +122,7 @@ class Session:
         self._pending: Dict[int, Any] = {}  # Deferreds, or anything with callback/errback
         #: bytes waiting to be written, in order (a list: cheaper than a deque
         #: for the few pieces of a message, and it costs an idle connection little)
-        self._queue: List[bytes] = []
+        self._queue: List[_Piece] = []
         self._lost_done = False
         self._disconnect_callbacks: List[Callable[[], Any]] = []
         broker.proxy_factory = self._make_proxy
@@ -163,7 +168,7 @@ class Session:
 
     # ------------------------------------------------------------ outgoing
 
-    def call_remote(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
+    def call_remote(self, oid: Any, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
                     answer_required: bool = True, *, perspective: Any = None,
                     cacheable: Any = None) -> Deferred:
         """Send a call; return the Deferred of its answer.
@@ -183,7 +188,7 @@ class Session:
         d._waiter = self.waiter
         with self._lock:
             if self.closed:
-                raise DeadReferenceError("Calling Stale Broker")
+                raise DeadReferenceError(STALE_REFERENCE)
             try:
                 if cacheable is not None:
                     oid = self.broker.cache_id_of(cacheable)
@@ -230,7 +235,7 @@ class Session:
         """Run ``task`` in the background (a thread here; a greenlet for gevent)."""
         OSThread(task, name).start()
 
-    def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
+    def call_blocking(self, oid: Any, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
                       timeout: Optional[float] = None) -> Any:
         """Call and wait for the answer; raise the remote exception. A call
         that times out is forgotten: its answer is discarded if it comes."""
@@ -312,7 +317,7 @@ class Session:
                 queue.insert(0, b"")
                 return
 
-    def _write(self, pieces: List[bytes]) -> bool:
+    def _write(self, pieces: Sequence[_Piece]) -> bool:
         """Send ``pieces`` (send lock held); False if the connection ended."""
         try:
             if len(pieces) > 1:

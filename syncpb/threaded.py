@@ -50,12 +50,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
-from .errors import CallTimeout, ConnectionLost, DeadReferenceError
+from .errors import (STALE_REFERENCE, CallTimeout, ConnectionLost, DeadReferenceError,
+                     format_seconds)
 from .greencallers import GreenCallers
 from .osthreads import OSThread
 from .session import Session, _allocate_lock, _get_ident
@@ -136,7 +137,7 @@ class ThreadedSession(GreenCallers, Session):
         self._released_at = 0.0
         self._interrupted = False
         self._wake_r, self._wake_w = os.pipe()
-        self._wake_fds: tuple = (self._wake_r, self._wake_w)
+        self._wake_fds: Tuple[int, ...] = (self._wake_r, self._wake_w)  # () once closed
         self._started = False
         self._green_waiting = 0   # greenlets waiting: the background reader leads at once
         self._urgent = False      # a greenlet's callRemote wants a reader now
@@ -212,7 +213,7 @@ class ThreadedSession(GreenCallers, Session):
             if self._wake_fds:
                 os.write(self._wake_w, b"x")
 
-    def call_blocking(self, oid: Any, name: str, args: tuple, kwargs: Dict[str, Any],
+    def call_blocking(self, oid: Any, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
                       timeout: Optional[float] = None) -> Any:
         """Call and wait for the answer without a Deferred (the fast path).
 
@@ -226,7 +227,7 @@ class ThreadedSession(GreenCallers, Session):
         send_mutex = self._send_mutex
         with self._lock:
             if self.closed:
-                raise DeadReferenceError("Calling Stale Broker")
+                raise DeadReferenceError(STALE_REFERENCE)
             broker = self.broker
             request_id = broker.call(oid, name, args, kwargs)
             self._pending[request_id] = slot
@@ -274,7 +275,7 @@ class ThreadedSession(GreenCallers, Session):
             if not slot.done:  # not answered while we took the lock
                 if self._lost_done:
                     raise ConnectionLost(f"connection to {self.name} lost during {name!r}")
-                raise CallTimeout(f"no answer to {name!r} within {timeout} seconds")
+                raise CallTimeout(f"no answer to {name!r} within {format_seconds(timeout)}")
         if slot.ok:
             return slot.value
         raise slot.value

@@ -4,8 +4,8 @@ syncpb addresses are strings ``tcp://host:port`` (IPv6 hosts in brackets,
 ``tcp://[::1]:8800``) and ``unix:///absolute/path``, or a ``(host, port)``
 tuple. This module parses them, opens client sockets and binds listening
 sockets, and turns OS errors into :class:`~syncpb.errors.ConnectionFailed`
-with the original error as ``__cause__`` — the boundary where OS errors
-become syncpb errors.
+(:class:`~syncpb.errors.ListenFailed` when listening) with the original
+error as ``__cause__`` — the boundary where OS errors become syncpb errors.
 
 The transport contract
 ----------------------
@@ -45,9 +45,9 @@ from __future__ import annotations
 import mmap
 import socket as stdlib_socket
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, ListenFailed
 from .unixsocket import UnixCredentials, bind_unix, check_path, tune
 from .waiting import real
 
@@ -117,12 +117,19 @@ class PeerInfo:
     certificate: Any = None
 
 
+#: The forms :func:`parse_address` accepts, for error messages.
+ADDRESS_FORMS = ("tcp://host:port, tls://host:port, unix:///path, tls+unix:///path "
+                 "or a (host, port) tuple")
+_UNIX_SCHEMES = ("unix", "tls+unix")
+
+
 def parse_address(address: AddressLike) -> Address:
     """Parse ``tcp://host:port``, ``unix:///path``, ``tls://host:port``,
     ``tls+unix:///path`` or ``(host, port)``.
 
     Raises:
-        ValueError: the address has no recognisable form.
+        ValueError: the address has no recognisable form (the message says
+            what was wrong and, where it can guess, what was meant).
     """
     if isinstance(address, Address):
         return address
@@ -131,17 +138,19 @@ def parse_address(address: AddressLike) -> Address:
             raise ValueError(f"a tuple address must be (host, port), not {address!r}")
         return Address("tcp", str(address[0]), address[1])
     if not isinstance(address, str):
-        raise ValueError(f"unsupported address {address!r}")
+        raise ValueError(f"unsupported address {address!r}; use {ADDRESS_FORMS}")
     scheme, sep, rest = address.partition("://")
     if not sep:
-        raise ValueError(f"address {address!r} needs a scheme: tcp://host:port or unix:///path")
-    if scheme in ("unix", "tls+unix"):
+        raise ValueError(_without_scheme(address))
+    if scheme in _UNIX_SCHEMES:
         if not rest.startswith("/"):
-            raise ValueError(f"{scheme} address {address!r} needs an absolute path "
-                             f"({scheme}:///path)")
+            raise ValueError(f"{scheme} address {address!r} needs an absolute path after "
+                             f"{scheme}://, three slashes in all ({scheme}:///path); did "
+                             f"you mean {scheme}:///{rest}?")
         return Address(scheme, rest)
     if scheme not in ("tcp", "tls"):
-        raise ValueError(f"unknown address scheme {scheme!r} in {address!r}")
+        raise ValueError(f"unknown address scheme {scheme!r} in {address!r}; "
+                         f"use {ADDRESS_FORMS}")
     if rest.startswith("["):
         host, bracket, port_text = rest[1:].partition("]")
         if not bracket or not port_text.startswith(":"):
@@ -152,6 +161,25 @@ def parse_address(address: AddressLike) -> Address:
     if not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ValueError(f"bad {scheme} address {address!r}; use {scheme}://host:port")
     return Address(scheme, host, int(port_text))
+
+
+def _without_scheme(address: str) -> str:
+    """Why ``address`` (no ``://`` in it) is refused, and what was likely meant."""
+    head, colon, tail = address.partition(":")
+    if colon and head in _UNIX_SCHEMES:
+        path = "/" + tail.lstrip("/")
+        return (f"{head} address {address!r} needs three slashes before an absolute "
+                f"path: {head}://{path}")
+    if colon and head in ("tcp", "tls"):
+        return (f"{head} address {address!r} needs two slashes after the scheme: "
+                f"{head}://{tail.lstrip('/')}")
+    if address.startswith("/"):
+        guess = f"; did you mean unix://{address}?"
+    elif colon:
+        guess = f"; did you mean tcp://{address}?"
+    else:
+        guess = ""
+    return f"address {address!r} has no scheme (accepted forms: {ADDRESS_FORMS}){guess}"
 
 
 def open_stream(address: Address, timeout: Optional[float], cooperative: bool = False,
@@ -243,7 +271,8 @@ def _connect_cooperatively(address: Address, timeout: Optional[float],
     return real("socket", "socket")(family, kind, proto, fileno=green.detach()), prepared
 
 
-def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = None
+def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = None,
+                  reuse_port: bool = False
                   ) -> Tuple[stdlib_socket.socket, Address, Optional[Tuple[int, int]]]:
     """Bind and listen on ``address``.
 
@@ -252,24 +281,35 @@ def bind_listener(address: Address, backlog: int = 128, mode: Optional[int] = No
     unless ``mode`` is given; a dead server's socket replaced; a live one,
     or anything that is not a socket, refused).
 
+    ``reuse_port`` sets ``SO_REUSEPORT`` on a TCP listener (Linux, BSD):
+    several processes may then listen on the same port, and the kernel
+    spreads new connections over them (``syncpb serve --workers``).
+
     Returns:
         The socket, the bound address, and for a unix socket the file's
         identity (for :func:`syncpb.unixsocket.unlink_unix`), else None.
 
     Raises:
-        ConnectionFailed: the address cannot be bound.
+        ListenFailed: the address cannot be bound (the message says why and,
+            for the common causes, what to do).
     """
     if address.is_unix:
+        if reuse_port:
+            raise ValueError(f"{address}: a unix socket cannot be shared with SO_REUSEPORT")
         sock, identity = bind_unix(address.host, mode, backlog)
         return sock, address, identity
+    if reuse_port and not hasattr(stdlib_socket, "SO_REUSEPORT"):
+        raise ValueError("SO_REUSEPORT is not available on this platform")
     sock = stdlib_socket.socket(address.family, stdlib_socket.SOCK_STREAM)
     try:
         sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
         sock.bind(address.sockaddr)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ConnectionFailed(f"cannot listen on {address}: {exc}") from exc
+        raise ListenFailed.from_os_error(str(address), exc, address.port) from exc
     return sock, Address(address.scheme, address.host, sock.getsockname()[1]), None
 
 
@@ -319,7 +359,7 @@ def read_buffer() -> Tuple[memoryview, Any]:
     if buffer is None:
         area = mmap.mmap(-1, READ_SIZE)
         buffer = _buffers.buffer = (memoryview(area), area)
-    return buffer  # type: ignore[no-any-return]
+    return buffer
 
 
 def wait_readable(sock: Any) -> bool:
@@ -334,7 +374,7 @@ def wait_readable(sock: Any) -> bool:
     return True
 
 
-def send_pieces(sock: Any, pieces: List[bytes]) -> None:
+def send_pieces(sock: Any, pieces: Sequence[Union[bytes, memoryview]]) -> None:
     """Write ``pieces`` in order, in as few system calls as possible.
 
     Small pieces (the encoder makes one per token) are joined; large ones
@@ -353,7 +393,7 @@ def send_pieces(sock: Any, pieces: List[bytes]) -> None:
         buffers = _after(buffers, sock.sendmsg(buffers[:_MAX_PIECES]))
 
 
-def gather(pieces: List[Any], sock: Any) -> List[Any]:
+def gather(pieces: Sequence[Any], sock: Any) -> List[Any]:
     """``pieces`` as the buffers to write: one joined buffer, or (for a large
     total on a socket with ``sendmsg``) runs of small pieces joined and
     large ones as they are."""

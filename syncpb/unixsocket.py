@@ -30,10 +30,11 @@ import os
 import socket as stdlib_socket
 import stat
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-from .errors import ConnectionFailed
+from .errors import ConnectionFailed, ListenFailed
 
 __all__ = ["UnixCredentials", "MAX_PATH_BYTES", "check_path", "bind_unix", "unlink_unix",
            "peer_credentials"]
@@ -74,10 +75,13 @@ def bind_unix(path: str, mode: Optional[int] = None,
     file's identity (device, inode) for :func:`unlink_unix`.
 
     Raises:
-        ConnectionFailed: the path is too long, is taken by a live server
+        ListenFailed: the path is too long, is taken by a live server
             or by something that is not a socket, or cannot be bound.
     """
-    check_path(path)
+    try:
+        check_path(path)
+    except ConnectionFailed as exc:
+        raise ListenFailed(f"cannot listen on unix://{path}: {exc}") from None
     _clear_stale(path)
     sock = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     try:
@@ -87,7 +91,7 @@ def bind_unix(path: str, mode: Optional[int] = None,
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ConnectionFailed(f"cannot listen on unix://{path}: {exc}") from exc
+        raise ListenFailed.from_os_error(f"unix://{path}", exc) from exc
     return sock, (info.st_dev, info.st_ino)
 
 
@@ -101,8 +105,8 @@ def _clear_stale(path: str) -> None:
         kind = ("a directory" if stat.S_ISDIR(info.st_mode)
                 else "a symlink" if stat.S_ISLNK(info.st_mode)
                 else "a regular file" if stat.S_ISREG(info.st_mode) else "not a socket")
-        raise ConnectionFailed(f"cannot listen on unix://{path}: the path exists and is "
-                               f"{kind}; it is left alone (remove it or choose another path)")
+        raise ListenFailed(f"cannot listen on unix://{path}: the path exists and is "
+                           f"{kind}; it is left alone (remove it or choose another path)")
     probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -110,11 +114,13 @@ def _clear_stale(path: str) -> None:
         os.unlink(path)  # nobody accepts on it: a dead server's leftover
         return
     except OSError as exc:
-        raise ConnectionFailed(f"cannot listen on unix://{path}: cannot tell whether the "
-                               f"socket there is in use ({exc})") from exc
+        raise ListenFailed(f"cannot listen on unix://{path}: cannot tell whether the "
+                           f"socket there is in use ({exc})") from exc
     finally:
         probe.close()
-    raise ConnectionFailed(f"cannot listen on unix://{path}: a server is listening there")
+    raise ListenFailed(f"cannot listen on unix://{path}: a server is listening there; "
+                       f"stop it first, or choose another path (a live server's socket "
+                       f"is never taken over)")
 
 
 def unlink_unix(path: str, identity: Tuple[int, int]) -> None:
@@ -144,9 +150,15 @@ def tune(sock: Any) -> None:
             pass
 
 
+#: SO_PEERCRED with Linux's (pid, uid, gid) layout: Linux only (macOS and
+#: FreeBSD lack it; OpenBSD orders the fields differently).
+_HAS_PEERCRED = sys.platform.startswith("linux") and hasattr(stdlib_socket, "SO_PEERCRED")
+
+
 def peer_credentials(sock: Any) -> Optional[UnixCredentials]:
-    """The connected unix-socket peer's pid, uid and gid (None for other sockets)."""
-    if getattr(sock, "family", None) != stdlib_socket.AF_UNIX:
+    """The connected unix-socket peer's pid, uid and gid (None for other
+    sockets, and on platforms without Linux's ``SO_PEERCRED``)."""
+    if getattr(sock, "family", None) != stdlib_socket.AF_UNIX or not _HAS_PEERCRED:
         return None
     try:
         raw = sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_PEERCRED,

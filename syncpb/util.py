@@ -10,8 +10,8 @@ each page as ``collector.gotPage(page)`` and finally
 (``answerRequired`` 0), so the wire is exactly Twisted's and either side
 may be Twisted.
 
-A pager runs in its own task (a greenlet in a gevent program or server, a
-thread otherwise) and writes each page before making the next: a slow
+A pager runs in its own task (a greenlet on a gevent server's
+connection, an OS thread on a client connection) and writes each page before making the next: a slow
 reader makes the socket's buffer fill and the write wait, so at most a
 socket buffer of pages is in flight, never the whole data. Pages may
 interleave with other traffic, including the answer to the call that

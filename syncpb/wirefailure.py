@@ -18,7 +18,7 @@ import itertools
 import traceback
 from typing import Any, Dict, List
 
-from .errors import Error, RemoteError, error_class_for, wire_name_of
+from .errors import Error, RemoteError, error_class_for, wire_message, wire_name_of
 
 __all__ = ["FAILURE_TAG", "failure_state", "exception_from_state"]
 
@@ -43,7 +43,8 @@ def failure_state(exc: BaseException, unsafe_tracebacks: bool = False) -> Dict[s
         wire_type, parents = exc.remote_type, list(exc.remote_parents)
         message = exc.message
     else:
-        wire_type, parents, message = wire_name_of(type(exc)), _parents(type(exc)), str(exc)
+        wire_type, parents = wire_name_of(type(exc)), _parents(type(exc))
+        message = wire_message(exc)  # without syncpb's local default text, as Twisted's
     text = _NO_TRACEBACK
     if unsafe_tracebacks:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -84,6 +85,6 @@ def exception_from_state(state: Any) -> BaseException:
         exc = cls.__new__(cls)
         exc.args = (message,)
         if isinstance(exc, Error) or remote_tb is not None:
-            exc.remote_traceback = remote_tb  # type: ignore[attr-defined]
+            exc.remote_traceback = remote_tb
         return exc
     return RemoteError(wire_type, message, remote_tb, parents)

@@ -26,8 +26,10 @@ LAYER = {
     "session": 4.0, "greencallers": 4.05, "threaded": 4.1, "green": 4.1,
     "heartbeat": 4.5,
     "client": 5.0, "server": 5.0, "util": 5.0, "reconnect": 5.5,
-    "__init__": 6.0, "__main__": 6.5,
+    "__init__": 6.0, "cli": 6.5, "__main__": 7.0,
 }
+#: subpackages (a layer each, their modules checked as one)
+SUBPACKAGES = {"cli"}
 #: syncpb.tls and syncpb.adapters sit beside the core: only L6 (the command line) uses them.
 EXTRAS = {"tls", "adapters"}
 IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "_thread", "gevent",
@@ -36,14 +38,16 @@ IO_MODULES = {"socket", "ssl", "select", "selectors", "threading", "_thread", "g
 
 def imports_of(path: Path) -> set:
     names = set()
+    inside = path.parent.relative_to(PACKAGE.parent).parts  # ("syncpb",) or ("syncpb", "cli")
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
+            base = ".".join(inside[:len(inside) - node.level + 1]) if node.level else ""
             if node.level and node.module:  # relative: a syncpb module
-                names.add("syncpb." + node.module)
+                names.add(f"{base}.{node.module}")
             elif node.level:  # from . import banana
-                names.update("syncpb." + alias.name for alias in node.names)
+                names.update(f"{base}.{alias.name}" for alias in node.names)
             elif node.module:
                 names.add(node.module)
     return names
@@ -51,12 +55,20 @@ def imports_of(path: Path) -> set:
 
 def test_every_module_has_a_layer():
     modules = {p.stem for p in PACKAGE.glob("*.py")}
+    modules |= {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
     assert modules == set(LAYER), "add new modules to LAYER in tests/test_layers.py"
+
+
+def _sources(module: str) -> list:
+    if module in SUBPACKAGES:
+        return sorted((PACKAGE / module).glob("*.py"))
+    return [PACKAGE / f"{module}.py"]
 
 
 @pytest.mark.parametrize("module", sorted(LAYER))
 def test_imports_only_downward(module):
-    for name in imports_of(PACKAGE / f"{module}.py"):
+    names = set().union(*(imports_of(path) for path in _sources(module)))
+    for name in names:
         if name.startswith("syncpb."):
             target = name.split(".")[1]
             if target in EXTRAS:

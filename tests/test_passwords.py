@@ -72,7 +72,7 @@ def test_a_broken_file_names_its_line(tmp_path):
 
 def test_add_user_command(tmp_path):
     path = tmp_path / "passwd"
-    done = subprocess.run([sys.executable, "-m", "syncpb.passwords", str(path), "dave",
+    done = subprocess.run([sys.executable, "-m", "syncpb", "users", "add", str(path), "dave",
                            "--password-stdin"], input="s3cret\n", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr

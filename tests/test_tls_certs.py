@@ -29,7 +29,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from OpenSSL import crypto
 
 import syncpb
-from syncpb.__main__ import main
+from syncpb.cli import main
 from syncpb.tls import certs
 
 from tlscerts import CLIENT_NAME, SERVER_HOSTS, WRONG_HOST, CertFiles, TLSMaterial

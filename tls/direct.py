@@ -39,7 +39,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Protocol, Tuple, Union
 
 __all__ = ["CLOSED", "FAILED", "WANT_MORE", "CompiledCalls", "DirectCalls", "bind",
            "compiled", "enabled"]
@@ -220,7 +220,7 @@ class DirectCalls:
         count = lib.BIO_read(source, buffer, _CHUNK)
         if count <= 0:
             return b""
-        first = ffi.buffer(buffer, count)[:]
+        first: bytes = ffi.buffer(buffer, count)[:]
         if count < _CHUNK:  # a memory BIO hands over all it has at once
             return first
         chunks = [first]
@@ -229,6 +229,35 @@ class DirectCalls:
             if count > 0:
                 chunks.append(ffi.buffer(buffer, count)[:])
         return b"".join(chunks)
+
+
+_Data = Union[bytes, bytearray, memoryview]
+
+
+class Records(Protocol):
+    """The C record path's ``syncpb.tls._records.Records`` (tls/_records.c,
+    which carries no type information): ``status`` is one of the constants
+    below, ``result`` OpenSSL's return for :meth:`CompiledCalls.fail`."""
+
+    def receive(self, data: _Data, /) -> Tuple[bytes, int, int]:
+        """(plaintext, status, result): decrypt all that is complete."""
+        ...
+
+    def seal(self, data: _Data, /) -> Tuple[int, Optional[bytes], int]:
+        """(written, ciphertext or None if nothing went in, result)."""
+        ...
+
+    def recv_from(self, fd: int, /) -> Tuple[bytes, int, int]:
+        """(plaintext, status, result): read the socket once and decrypt."""
+        ...
+
+    def send_to(self, fd: int, data: _Data, /) -> Tuple[int, Optional[bytes], int]:
+        """(written, rest, result): encrypt, write what the socket takes."""
+        ...
+
+    def drain(self) -> bytes:
+        """The ciphertext waiting to be written."""
+        ...
 
 
 class CompiledCalls(DirectCalls):
@@ -244,7 +273,7 @@ class CompiledCalls(DirectCalls):
     def __init__(self, connection: Any) -> None:
         super().__init__(connection)
         ffi = self._ffi
-        self.records = _records.Records(
+        self.records: Records = _records.Records(
             int(ffi.cast("uintptr_t", self._ssl)), int(ffi.cast("uintptr_t", self._into)),
             int(ffi.cast("uintptr_t", self._from)), connection)
 
@@ -254,7 +283,7 @@ class CompiledCalls(DirectCalls):
         self._raise(self._ssl, result)
 
     def data_to_send(self) -> bytes:
-        return self.records.drain()  # type: ignore[no-any-return]
+        return self.records.drain()
 
 
 #: How a step of the C record path ended (``syncpb.tls._records``): all

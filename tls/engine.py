@@ -162,7 +162,7 @@ class TLSEngine:
         self._connection = SSL.Connection(tls.context, None)
         self._direct = direct.bind(self._connection)
         # The C record path, when built: the steady state calls it straight.
-        self._records = getattr(self._direct, "records", None)
+        self._records: Optional[direct.Records] = getattr(self._direct, "records", None)
         self._verify_log = VerifyLog()
         self._connection.set_app_data(self._verify_log)
         self._queued: List[memoryview] = []
@@ -288,7 +288,7 @@ class TLSEngine:
             if self._records is not None:  # the usual case, in one call into C
                 written, cipher, result = self._records.seal(plaintext)
                 if cipher is not None and written == len(plaintext):
-                    return cipher  # type: ignore[no-any-return]
+                    return cipher
                 return self.finish_seal(plaintext, written, cipher, result)
             try:  # the usual case: one record straight in, and out again
                 written, cipher = self._direct.seal(plaintext)
@@ -305,7 +305,7 @@ class TLSEngine:
         return self.data_to_send()
 
     @property
-    def records(self) -> Any:
+    def records(self) -> Optional[direct.Records]:
         """The C record path (``syncpb.tls._records.Records``) while the
         engine is in its steady state (handshake done, nothing queued, not
         closing, not failed), else None. A stream may then move bytes

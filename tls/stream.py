@@ -180,7 +180,7 @@ class TLSStream:
                     break
                 plain, status, result = records.recv_from(self._raw.fileno())
                 if status == _WANT_MORE and plain:
-                    return plain  # type: ignore[no-any-return]
+                    return plain
                 if status != _AGAIN:
                     return self._received(plain, status, result)
             self._wait_readable()
@@ -265,7 +265,7 @@ class TLSStream:
                 return self._encrypt_locked(data)
             written, rest, result = records.send_to(self._raw.fileno(), data)
             if rest is not None and written == len(data):
-                return rest  # type: ignore[no-any-return]
+                return rest
             return self._finish_seal(data, written, rest, result)
 
     def _seal(self, data: bytes) -> bytes:
