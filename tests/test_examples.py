@@ -15,6 +15,8 @@ def test_calculator_demo_runs_and_stops_its_servers():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert out.count("started calc-") == 3
+    for kind in ("tcp", "unix", "tls"):  # one server on each kind of listener
+        assert f" over {kind}\n" in out
     assert "blocking calls:       total of 1000 additions = 1000000" in out
     assert "callback-style calls: total of 1000 additions = 1000000" in out
     assert "division by zero" in out
@@ -81,3 +83,32 @@ def test_tls_unix_demo_logs_in_by_certificate():
     assert "socket removed: True" in out
     assert "the client sent no certificate and one is required" in result.stderr  # logged
     assert out.rstrip().endswith("server stopped")
+
+
+def _haproxy() -> str:
+    """haproxy's path; without it the test skips, or fails under CI=true."""
+    import os
+    import shutil
+    import pytest
+    found = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
+        None)
+    if found is None:
+        message = "haproxy is not installed (make test installs it when run as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_haproxy_demo_balances_connections_and_follows_health_checks():
+    _haproxy()
+    result = subprocess.run([sys.executable, str(EXAMPLES / "haproxy" / "demo.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "health checks say calc-1, calc-2, calc-3 are UP" in out
+    assert "6 connections reached: calc-1 calc-2 calc-3 calc-1 calc-2 calc-3" in out
+    assert "4 connections reached: calc-1 calc-3 calc-1 calc-3" in out
+    assert "servers' logs: 0 warnings or errors" in out
+    assert out.rstrip().endswith("haproxy and all servers stopped")

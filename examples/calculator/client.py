@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import syncpb
 
@@ -39,11 +39,19 @@ def callback_total(connections: Sequence[syncpb.Connection], work: Sequence[Task
     return sum(syncpb.gather(calls).result(timeout=30))
 
 
-def main(addresses: Sequence[str], count: int = 1000) -> None:
-    connections = [syncpb.connect(address, timeout=10) for address in addresses]
+def connect(address: str, tls: Any = None) -> syncpb.Connection:
+    """Connect; a ``tls://`` or ``tls+unix://`` address uses ``tls``."""
+    secure = address.startswith(("tls://", "tls+unix://"))
+    return syncpb.connect(address, timeout=10, tls=tls if secure else None)
+
+
+def main(addresses: Sequence[str], count: int = 1000, tls: Any = None) -> None:
+    """Spread ``count`` additions over the servers at ``addresses``
+    (``tls``: the :func:`syncpb.tls.client_context` for TLS ones)."""
+    connections = [connect(address, tls) for address in addresses]
     try:
-        for conn in connections:
-            print("connected to", conn.root.whoami())
+        for address, conn in zip(addresses, connections):
+            print(f"connected to {conn.root.whoami()} over {address.split(':', 1)[0]}")
         work = tasks(count)
         expected = sum(a + b for a, b in work)
         total = blocking_total(connections, work)

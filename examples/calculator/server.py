@@ -1,11 +1,14 @@
 """A calculator served over PB.
 
-Run it on its own::
+Serve it with the command line (any number of listeners, TLS, workers)::
+
+    cd examples/calculator
+    CALC_NAME=calc-1 syncpb serve server:Calculator --listen tcp://127.0.0.1:8800
+
+or run this file on its own, which prints the address it listens on (port
+0 picks a free port) and serves until interrupted or its stdin closes::
 
     python examples/calculator/server.py tcp://127.0.0.1:8800
-
-It prints the address it listens on (port 0 picks a free port) and serves
-until interrupted or until its standard input closes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Optional
 
 import syncpb
 
@@ -20,8 +24,8 @@ import syncpb
 class Calculator(syncpb.Root):
     """Arithmetic for remote callers."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: Optional[str] = None) -> None:
+        self.name = name or os.environ.get("CALC_NAME", "calculator")
         self.calls = 0
 
     def remote_calculate(self, a: float, b: float, op: str = "+") -> float:

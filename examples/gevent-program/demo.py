@@ -1,0 +1,26 @@
+"""The gevent demo: start the server, run the gevent client, stop the server.
+
+    python examples/gevent-program/demo.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+
+import client  # noqa: E402  (the example's own client module)
+from demo_server import serving  # noqa: E402
+
+
+def main() -> None:
+    with serving(os.path.join(HERE, "server.py")) as (address, server):
+        print(f"slow-and-fast server at {address} (pid {server.pid})")
+        client.main(address)
+    print("server stopped")
+
+
+if __name__ == "__main__":
+    main()
