@@ -5,6 +5,8 @@ socket echo, every client and server in its own process.
     .venv/bin/python benchmarks/run.py                       # 3 rounds x 2 s
     .venv/bin/python benchmarks/run.py --quick               # ~1 min smoke run
     .venv/bin/python benchmarks/run.py --workloads W1,W2 --peers syncpb,twisted
+    .venv/bin/python benchmarks/run.py --json r.json --chart r.png   # + figures, chart
+    .venv/bin/python benchmarks/run.py --chart-from r.json --chart r.png  # redraw only
 
 For each (round, workload, peer) the driver starts a fresh server process,
 reads its ``ADDR`` line, starts the client process(es), waits until every
@@ -14,7 +16,9 @@ workloads (W1 W2 W3 W5 W6) pin server and client to one CPU with
 ``taskset -c CPU``; W4 (8 client processes) runs unpinned. The peer order
 rotates between rounds; the table shows the median over rounds.
 
-Progress goes to stderr; the Markdown report goes to stdout.
+Progress goes to stderr (a line as each cell starts and as it ends); the
+Markdown report goes to stdout. ``--chart`` needs matplotlib (in the
+``bench`` extra).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from datetime import datetime
 from importlib import metadata, util
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -60,10 +65,49 @@ TARGETS = [
     ("W6", "W1", 0.8, False),  # syncpb's W6 against syncpb's own W1
 ]
 
+#: how the chart names the peers
+PEER_NAMES = {"syncpb": "syncpb", "twisted": "Twisted PB", "pyro5": "Pyro5 (msgpack)",
+              "raw": "raw socket (floor)"}
+PEER_COLORS = {"syncpb": "#1f5aa6", "twisted": "#e8843a", "pyro5": "#5a9e4b",
+               "raw": "#a3a3a3"}
+
 
 def log(msg):
     sys.stderr.write(msg + "\n")
     sys.stderr.flush()
+
+
+def unit_of(workload):
+    return "MB/s" if workload == "W3" else "calls/s"
+
+
+def _clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_line(index, total, workload, peer, rnd, rounds, result=None,
+                  cell_seconds=None, elapsed=None):
+    """One progress line for stderr: ``[3/24] W2 twisted round 2/5 ...`` when
+    a cell starts; with ``result`` (the cell's dict) the same prefix, then
+    its figure, how long it took, the time so far and an estimate of the time
+    left (the mean cell time so far times the cells still to run)."""
+    head = f"[{index}/{total}] {workload} {peer} round {rnd}/{rounds}"
+    if result is None:
+        return head + " ..."
+    if "error" in result:
+        first = (result["error"].strip().splitlines() or ["?"])[0]
+        text = f"{head}: ERROR {first}"
+    else:
+        text = f"{head}: {fmt(result['value'], workload)} {unit_of(workload)}"
+    extra = []
+    if cell_seconds is not None:
+        extra.append(f"{cell_seconds:.1f} s")
+    if elapsed is not None:
+        extra.append(f"{_clock(elapsed)} elapsed")
+        if index < total:
+            extra.append(f"~{_clock(elapsed / index * (total - index))} left")
+    return text + (f" ({'; '.join(extra)})" if extra else "")
 
 
 # ---------------------------------------------------------------- processes
@@ -480,6 +524,282 @@ def print_machine(P, facts):  # noqa: N803 - P is the report's print function
             P(f"- {k}: {v}")
 
 
+# ---------------------------------------------------------------- figures (JSON) and chart
+
+CHART_NEEDS = ("--chart needs matplotlib, an optional benchmark dependency: "
+               "pip install -e '.[bench]'  (or: pip install 'matplotlib>=3.7')")
+
+
+class ChartError(Exception):
+    pass
+
+
+def caveats(args, workloads, peers):
+    """{"W5/pyro5": text}: the cells that are not like for like (the chart
+    marks them; the README's table has the same footnotes)."""
+    out = {}
+    if "W5" in workloads and "pyro5" in peers and args.pyro5_w5 == "batch":
+        out["W5/pyro5"] = (f"Pyro5's W5 is one BatchProxy request carrying {args.inflight} "
+                           f"calls, not {args.inflight} calls in flight")
+    if "W6" in workloads and "twisted" in peers:
+        out["W6/twisted"] = (f"Twisted's W6 is {args.threads} concurrent callers in its "
+                             f"reactor (no OS threads)")
+    if "W6" in workloads and "pyro5" in peers:
+        out["W6/pyro5"] = (f"Pyro5's W6 is {args.threads} threads with a proxy "
+                           f"(connection) each")
+    return out
+
+
+def results_doc(args, facts, peers, unavailable, cells, med, checks, cmdline):
+    """What ``--json`` writes; ``--chart-from`` reads it back."""
+    return {
+        "command": cmdline, "date": facts.get("date"), "facts": facts, "args": vars(args),
+        "peers": peers, "workloads": args.workloads, "unavailable": unavailable,
+        "labels": {w: label(w, args) for w in args.workloads},
+        "units": {w: unit_of(w) for w in args.workloads},
+        "notes": caveats(args, args.workloads, peers),
+        "cells": {f"{w}/{p}": cs for (w, p), cs in cells.items()},
+        "median": med,
+        "ratios": {w: {o: ratio(med[w].get("syncpb"), med[w].get(o)) for o in peers
+                       if o != "syncpb"} for w in med if "syncpb" in peers},
+        "targets": [{"workload": w, "target": lbl, "ratio": r, "status": st}
+                    for w, lbl, r, st in checks],
+    }
+
+
+def chart_missing():
+    """None if ``--chart`` can work, else the message to print."""
+    try:
+        found = util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else CHART_NEEDS
+
+
+def _short(v, unit):
+    """A bar's label: 50, 8,209, 25.1k, 1.43M calls/s; 199.2, 1,210 MB/s."""
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f}k"
+    if v >= 1e3 or unit == "calls/s":
+        return f"{v:,.0f}"
+    return f"{v:.1f}"
+
+
+def _axis_tick(v, _pos=None):
+    """A log axis' tick: 100, 1,000, 10k, 1M."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e4:
+        return f"{v / 1e3:g}k"
+    return f"{v:,.0f}" if v >= 1 else f"{v:g}"
+
+
+def _tick_label(w, doc):
+    text = doc.get("labels", {}).get(w, w)
+    if text.startswith(w + " "):
+        text = w + "\n" + text[len(w) + 1:]
+    r = (doc.get("ratios") or {}).get(w, {}).get("twisted")
+    if r is None:
+        med = doc.get("median", {}).get(w, {})
+        r = ratio(med.get("syncpb"), med.get("twisted"))
+    if isinstance(r, (int, float)):
+        text += f"\n{r:.2f}x Twisted"
+    return text
+
+
+def chart_title(doc):
+    facts, args = doc.get("facts", {}), doc.get("args", {})
+    names = [PEER_NAMES.get(p, p) for p in doc.get("peers", []) if p != "syncpb"]
+    rounds = args.get("rounds")
+    title = "syncpb" + (" vs " + ", ".join(names) if names else "")
+    if rounds:
+        title += f": median of {rounds} round{'s' if rounds != 1 else ''}"
+    bits = []
+    if facts.get("python"):
+        bits.append(str(facts["python"]).split(" (")[0])
+    if facts.get("nproc"):
+        cpu = facts.get("cpu_model")
+        bits.append(f"{facts['nproc']} CPUs" + (f" ({cpu})" if cpu and cpu != "?" else ""))
+    if facts.get("platform"):
+        bits.append(" ".join(str(facts["platform"]).split("-")[:2]))
+    versions = facts.get("versions", {})
+    for name in ("Twisted", "Pyro5", "gevent"):
+        if versions.get(name) and versions[name] != "not installed":
+            bits.append(f"{name} {versions[name]}")
+    if doc.get("date"):
+        bits.append(str(doc["date"])[:10])
+    if facts.get("repo_commit") and facts["repo_commit"] != "no commit":
+        bits.append(f"commit {facts['repo_commit']}")
+    warn = ""
+    if args.get("quick"):
+        warn = "QUICK SMOKE RUN: not a measurement"
+    elif rounds is not None and rounds < 3:
+        warn = f"SMOKE RUN (only {rounds} round{'s' if rounds != 1 else ''}): not a measurement"
+    return title, "  ·  ".join(bits), warn
+
+
+def draw_chart(doc, path):
+    """A grouped bar chart of ``doc`` (what ``--json`` writes) into ``path``
+    (PNG): per workload the median of each peer, whiskers from the slowest to
+    the fastest round, one panel per unit (calls/s; W3 in MB/s), log scale
+    when the figures span more than 30x."""
+    if chart_missing():
+        raise ChartError(CHART_NEEDS)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import ticker
+    except ImportError as e:  # there, but broken
+        raise ChartError(f"{CHART_NEEDS}\n(import matplotlib: {e})") from e
+
+    med = doc.get("median") or {}
+    workloads = [w for w in (doc.get("workloads") or sorted(med)) if w in med]
+    peers = doc.get("peers") or sorted({p for w in workloads for p in med[w]})
+    if not workloads or not peers:
+        raise ChartError("nothing to draw: no medians in the figures")
+    units = doc.get("units") or {}
+    notes = doc.get("notes") or {}
+    marks = {}
+    for key in notes:
+        marks[key] = "*†‡§¶"[len(marks)] if len(marks) < 5 else f"({len(marks) + 1})"
+
+    def value(w, p):
+        v = med.get(w, {}).get(p)
+        return v if isinstance(v, (int, float)) and v > 0 else None
+
+    def rounds_of(w, p):
+        cs = (doc.get("cells") or {}).get(f"{w}/{p}", [])
+        return [c["value"] for c in cs if isinstance(c.get("value"), (int, float))]
+
+    panels = []  # (unit, [workloads])
+    for w in workloads:
+        u = units.get(w, unit_of(w))
+        for unit, ws in panels:
+            if unit == u:
+                ws.append(w)
+                break
+        else:
+            panels.append((u, [w]))
+    # the calls/s panel first, the MB/s panel (W3) beside it
+    panels.sort(key=lambda x: x[0] != "calls/s")
+
+    spans = []
+    for unit, ws in panels:
+        vals = [v for w in ws for p in peers for v in [value(w, p)] + rounds_of(w, p) if v]
+        spans.append(max(vals) / min(vals) if vals else 1)
+    log_scale = any(sp > 30 for sp in spans)
+
+    title, subtitle, warn = chart_title(doc)
+    widths = [len(ws) + 0.6 for _, ws in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 1.3 * sum(widths) + 0.8), 6.0),
+                             width_ratios=widths, layout="constrained", squeeze=False)
+    axes = axes[0]
+    n = len(peers)
+    bar_w = 0.82 / n
+    handles = {}
+    whiskers = False
+    for ax, (unit, ws) in zip(axes, panels):
+        top = 0
+        for i, p in enumerate(peers):
+            color = PEER_COLORS.get(p, f"C{i}")
+            for j, w in enumerate(ws):
+                x = j - 0.41 + bar_w * (i + 0.5)
+                v = value(w, p)
+                if v is None:
+                    raw = med.get(w, {}).get(p)
+                    ax.text(x, 0.02, "n/a" if raw is None else str(raw),
+                            transform=ax.get_xaxis_transform(), rotation=90,
+                            ha="center", va="bottom", fontsize=8, color="#b00020")
+                    continue
+                mark = marks.get(f"{w}/{p}", "")
+                bar = ax.bar(x, v, bar_w * 0.92, color=color, edgecolor="white",
+                             linewidth=0.5, hatch="///" if mark else None, zorder=2)
+                handles.setdefault(p, bar)
+                rs = rounds_of(w, p)
+                hi = v
+                if len(rs) > 1:
+                    whiskers = True
+                    lo, hi = min(rs + [v]), max(rs + [v])
+                    ax.errorbar(x, v, yerr=[[v - lo], [hi - v]], fmt="none",
+                                ecolor="#333333", elinewidth=0.8, capsize=2, zorder=3)
+                ax.annotate(_short(v, unit) + mark, (x, hi), xytext=(0, 3),
+                            textcoords="offset points", rotation=90, ha="center",
+                            va="bottom", fontsize=8,
+                            fontweight="bold" if p == "syncpb" else "normal")
+                top = max(top, hi)
+        ax.set_xticks(range(len(ws)))
+        ax.set_xticklabels([_tick_label(w, doc) for w in ws], fontsize=8.5)
+        ax.set_xlim(-0.55, len(ws) - 0.45)
+        ax.set_ylabel(unit + (" (log scale)" if log_scale else ""), fontsize=10)
+        ax.grid(axis="y", color="#dddddd", linewidth=0.6, zorder=0)
+        ax.set_axisbelow(True)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        if log_scale:
+            ax.set_yscale("log")
+            vals = [v for w in ws for p in peers for v in [value(w, p)] + rounds_of(w, p) if v]
+            if vals:  # room above the bars for their labels (and the legend)
+                lo = min(vals) / 1.6
+                ax.set_ylim(lo, top * (top / lo) ** 0.25)
+                if top / lo < 100:  # under two decades: ticks at 1, 2, 5 x 10^n
+                    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+                ax.yaxis.set_major_formatter(ticker.FuncFormatter(_axis_tick))
+                ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        elif top:
+            ax.set_ylim(0, top * 1.4)
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(
+                lambda v, _pos, big=top >= 100: f"{v:,.0f}" if big else f"{v:g}"))
+        ax.tick_params(axis="y", labelsize=9)
+    axes[0].legend([handles[p] for p in peers if p in handles],
+                   [PEER_NAMES.get(p, p) for p in peers if p in handles],
+                   loc="upper left", ncol=min(len(handles), 4), fontsize=9,
+                   frameon=False, handlelength=1.2, columnspacing=1.2)
+    fig.suptitle(title + (f"\n{warn}" if warn else ""), fontsize=12, fontweight="bold",
+                 color="#b00020" if warn else "black")
+    # the machine line over the first panel, wrapped to that panel's width
+    room = int((fig.get_figwidth() * widths[0] / sum(widths) - 0.6) * 72 / (8.5 * 0.56))
+    lines, line = [], ""
+    for bit in subtitle.split("  ·  "):
+        if line and len(line) + 5 + len(bit) > room:
+            lines.append(line)
+            line = bit
+        else:
+            line = f"{line}  ·  {bit}" if line else bit
+    lines.append(line)
+    axes[0].set_title("\n".join(lines), fontsize=8.5, color="#444444", loc="left")
+    foot = [f"{marks[k]} {text}." for k, text in notes.items()
+            if k in marks and value(*k.split("/", 1)) is not None]
+    if foot:
+        foot.insert(0, "Hatched bars are not like for like:")
+    if any(isinstance((doc.get("ratios") or {}).get(w, {}).get("twisted"), (int, float))
+           or isinstance(ratio(med.get(w, {}).get("syncpb"), med.get(w, {}).get("twisted")),
+                         float) for w in workloads):
+        foot.append("Under each workload: syncpb's figure over Twisted PB's.")
+    if whiskers:
+        foot.append("Bars: median over rounds; whiskers: slowest to fastest round. "
+                    "Higher is better.")
+    else:
+        foot.append("Higher is better.")
+    fig.supxlabel("\n".join(foot), fontsize=8.5, color="#333333")
+    fig.savefig(path, dpi=130, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def load_figures(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ChartError(f"cannot read figures from {path}: {e}") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("median"), dict):
+        raise ChartError(f"{path}: not a run.py --json file (no \"median\")")
+    return doc
+
+
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
@@ -505,8 +825,16 @@ def parse_args(argv):
                     help="Pyro5's W5: BatchProxy of N calls, or N threads with own proxies")
     ap.add_argument("--syncpb-path", metavar="DIR", default=REPO,
                     help="directory to import syncpb from (default: this work tree)")
-    ap.add_argument("--json", metavar="PATH", help="also write all raw results as JSON")
+    ap.add_argument("--json", metavar="PATH",
+                    help="also write all raw results as JSON (--chart-from reads it)")
+    ap.add_argument("--chart", metavar="PNG",
+                    help="also draw a bar chart of the medians into PNG (needs matplotlib: "
+                         "pip install -e '.[bench]')")
+    ap.add_argument("--chart-from", metavar="JSON",
+                    help="run nothing: draw --chart from the figures a --json run saved")
     args = ap.parse_args(argv)
+    if args.chart_from and not args.chart:
+        ap.error("--chart-from JSON needs --chart PNG")
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
     if args.seconds is None:
@@ -529,9 +857,22 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.chart:
+        missing = chart_missing()
+        if missing:  # say so now, not after a long run
+            log(missing)
+            return 2
+    if args.chart_from:
+        try:
+            log(f"chart: {draw_chart(load_figures(args.chart_from), args.chart)}")
+        except ChartError as e:
+            log(str(e))
+            return 2
+        return 0
     cmdline = " ".join(shlex.quote(a) for a in [sys.executable, sys.argv[0]] + argv)
     env = child_env(os.path.abspath(args.syncpb_path))
     facts = machine_facts(args)
+    facts["date"] = datetime.now().astimezone().isoformat(timespec="seconds")
 
     peers, unavailable = [], []
     for p in args.peers:
@@ -549,32 +890,38 @@ def main(argv=None):
 
     cells = {}
     t_start = time.monotonic()
+    total = args.rounds * len(args.workloads) * len(peers)
+    index = 0
+    log(f"{total} cells: {args.rounds} round(s) x {len(args.workloads)} workload(s) "
+        f"x {len(peers)} peer(s), {args.seconds:g} s measured each")
     for r in range(args.rounds):
         k = r % len(peers)
         order = peers[k:] + peers[:k]
         for w in args.workloads:
             for p in order:
+                index += 1
+                log(progress_line(index, total, w, p, r + 1, args.rounds))
                 t0 = time.monotonic()
                 res = run_cell(p, w, args, env)
                 res["round"] = r + 1
                 cells.setdefault((w, p), []).append(res)
-                if "error" in res:
-                    log(f"round {r + 1} {w} {p}: ERROR {res['error'].splitlines()[0]}")
-                else:
-                    unit = "MB/s" if w == "W3" else "calls/s"
-                    log(f"round {r + 1} {w} {p}: {res['value']:,.1f} {unit} "
-                        f"({time.monotonic() - t0:.1f} s)")
+                now = time.monotonic()
+                log(progress_line(index, total, w, p, r + 1, args.rounds, res,
+                                  now - t0, now - t_start))
     log(f"total {time.monotonic() - t_start:.0f} s")
 
     med, checks = report(args, facts, peers, unavailable, args.workloads, cells, cmdline)
+    doc = results_doc(args, facts, peers, unavailable, cells, med, checks, cmdline)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"command": cmdline, "facts": facts, "args": vars(args),
-                       "unavailable": unavailable,
-                       "cells": {f"{w}/{p}": cs for (w, p), cs in cells.items()},
-                       "median": med,
-                       "targets": [{"workload": w, "target": lbl, "ratio": r, "status": st}
-                                   for w, lbl, r, st in checks]}, f, indent=1, default=str)
+            json.dump(doc, f, indent=1, default=str)
+        log(f"figures: {args.json}")
+    if args.chart:
+        try:
+            log(f"chart: {draw_chart(json.loads(json.dumps(doc, default=str)), args.chart)}")
+        except ChartError as e:
+            log(str(e))
+            return 1
     return 0
 
 
