@@ -52,6 +52,9 @@ SERVICE = textwrap.dedent('''
         def remote_crash(self):
             os._exit(3)
 
+        def remote_reference(self):
+            return syncpb.Referenceable()
+
     calculator = Calc()
 
     class Greeter(syncpb.Avatar):
@@ -124,6 +127,14 @@ def test_call_round_trips_tagged_values(calc: str) -> None:
     done = call(calc, "echo", json.dumps(tagged))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == tagged
+
+
+def test_references_print_in_the_tagged_form(calc: str) -> None:
+    done = call(calc, "reference")
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert list(printed) == ["$ref"]
+    assert printed["$ref"].startswith("<RemoteReference ")
 
 
 def test_remote_error_goes_to_stderr_with_exit_1(calc: str) -> None:

@@ -123,7 +123,8 @@ def _call(args: argparse.Namespace, values: List[Any], tls: Any, deadline: float
                 target = _log_in(conn, args.login, password, deadline)
             except errors.LoginFailed as exc:
                 raise CliError(EXIT_LOGIN, f"login as {args.login!r} refused: {exc}") from None
-        return target.callRemote(args.method, *values).result(timeout=_left(deadline))
+        result = target.callRemote(args.method, *values).result(timeout=_left(deadline))
+        return tagged.to_json(result)  # while connected: references describe themselves live
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +155,6 @@ def run(args: argparse.Namespace) -> int:
             f"{type(exc).__module__}.{type(exc).__qualname__}")
         message = getattr(exc, "message", None) or str(exc)
         raise CliError(EXIT_FAILED, f"remote error: {kind}: {message}") from None
-    json.dump(tagged.to_json(result), sys.stdout, ensure_ascii=False)
+    json.dump(result, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
     return EXIT_OK
