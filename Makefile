@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.base: $(BIN)/python setup.py tls/_records.c
+$(VENV)/.base: $(BIN)/python setup.py pyproject.toml tls/_records.c $(wildcard syncpb/_c*.pyx)
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
@@ -71,8 +71,16 @@ typecheck: $(VENV)/.test
 	ln -s "$(CURDIR)/tls" "$(CURDIR)/adapters" $(TYPECHECK)/syncpb/
 	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/mypy.ini" -p syncpb
 
+# The codec files run twice: with the compiled codec (syncpb/_c*.pyx, built by
+# `pip install -e .`; tests/test_speedups.py checks it is the one in use) and
+# with the pure-Python reference (SYNCPB_PURE=1, which also covers the TLS files).
+CODEC_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties_fuzz.py \
+	tests/test_split_invariance.py tests/test_jelly_fast_paths.py tests/test_replay.py \
+	tests/test_bad_input.py tests/test_speedups.py
+
 test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest
+	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(CODEC_TESTS)
 	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS)
 	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)
 

@@ -5,6 +5,10 @@
 ``tls`` name is claimed.
 """
 
+import glob
+import os
+import sys
+
 from setuptools import Extension, setup
 
 # Optional compiled parts: each has a pure-Python path it is tested against,
@@ -13,6 +17,26 @@ from setuptools import Extension, setup
 EXTENSIONS = [
     Extension("syncpb.tls._records", ["tls/_records.c"], optional=True),
 ]
+
+
+def codec_extensions() -> list:
+    """The compiled codec, syncpb/_c*.pyx, through Cython (a build
+    requirement in pyproject.toml). Each module is optional: without Cython
+    or a compiler syncpb installs and runs its pure-Python codec."""
+    sources = sorted(glob.glob("syncpb/_c*.pyx"))
+    if not sources:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("note: Cython is not installed: the compiled codec is not built; "
+              "syncpb will use its pure-Python codec", file=sys.stderr)
+        return []
+    modules = [Extension(f"syncpb.{os.path.basename(source)[:-4]}", [source], optional=True)
+               for source in sources]
+    return cythonize(modules, language_level=3, quiet=True,
+                     compiler_directives={"boundscheck": False, "wraparound": False,
+                                          "cdivision": True})
 
 setup(
     name="syncpb",
@@ -27,8 +51,8 @@ setup(
         "syncpb.adapters": "adapters",
         "syncpb.tls": "tls",
     },
-    package_data={"syncpb": ["py.typed"]},
-    ext_modules=EXTENSIONS,
+    package_data={"syncpb": ["py.typed", "*.pyx", "*.pxd"]},
+    ext_modules=EXTENSIONS + codec_extensions(),
     entry_points={"console_scripts": ["syncpb = syncpb.cli:run"]},
     install_requires=[
         "gevent>=23.9",

@@ -26,6 +26,7 @@ LAYER = {
     "session": 4.0, "greencallers": 4.05, "threaded": 4.1, "green": 4.1,
     "heartbeat": 4.5,
     "client": 5.0, "server": 5.0, "util": 5.0, "reconnect": 5.5,
+    "speedups": 0.1,
     "__init__": 6.0, "cli": 6.5, "__main__": 7.0,
 }
 #: subpackages (a layer each, their modules checked as one)
