@@ -68,6 +68,7 @@ setup(
             "twisted>=24.3",
             "psycopg[binary]>=3.1",
             "mypy>=2.4", "types-gevent>=26.9", "types-greenlet>=3.5",  # make typecheck
+            "matplotlib>=3.7",  # tests/test_bench_chart.py draws the benchmark chart
         ],
         "bench": [
             "twisted>=24.3",
