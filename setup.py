@@ -34,9 +34,12 @@ def codec_extensions() -> list:
         return []
     modules = [Extension(f"syncpb.{os.path.basename(source)[:-4]}", [source], optional=True)
                for source in sources]
-    return cythonize(modules, language_level=3, quiet=True,
-                     compiler_directives={"boundscheck": False, "wraparound": False,
-                                          "cdivision": True})
+    built = cythonize(modules, language_level=3, quiet=True,
+                      compiler_directives={"boundscheck": False, "wraparound": False,
+                                           "cdivision": True})
+    for extension in built:  # cythonize's copies drop the flag
+        extension.optional = True
+    return built
 
 setup(
     name="syncpb",
@@ -69,6 +72,7 @@ setup(
             "psycopg[binary]>=3.1",
             "mypy>=2.4", "types-gevent>=26.9", "types-greenlet>=3.5",  # make typecheck
             "matplotlib>=3.7",  # tests/test_bench_chart.py draws the benchmark chart
+            "build>=1.0", "Cython>=3.0",  # tests/test_packaging.py builds the sdist and wheel
         ],
         "bench": [
             "twisted>=24.3",
