@@ -25,8 +25,8 @@ Add users with :func:`add_user` or ``syncpb users add FILE USER``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+# hashlib and hmac are imported where they are used: hashlib loads OpenSSL's
+# libcrypto (about 3.5 MiB of memory) that a server without logins never needs.
 import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -67,6 +67,7 @@ def check_params(salt: object, n: object, r: object, p: object) -> Params:
 
 def derive_key(password: Union[bytes, str], salt: bytes, n: int, r: int, p: int) -> bytes:
     """The stored key: ``scrypt(password, salt, n, r, p)``, 32 bytes."""
+    import hashlib
     if isinstance(password, str):
         password = password.encode("utf-8")
     return hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + (1 << 20),
@@ -139,6 +140,8 @@ class FilePasswordChecker:
         """The salt and scrypt parameters a salted login uses for ``username``
         (made-up but stable ones for an unknown user, so the answer does not
         reveal who exists)."""
+        import hashlib
+        import hmac
         entry = self._load().get(username)
         if entry is not None:
             return entry[0]
@@ -151,6 +154,7 @@ class FilePasswordChecker:
         Raises:
             UnauthorizedLogin: unknown user or wrong password (the same error).
         """
+        import hmac
         username = getattr(credentials, "username", b"")
         entry = self._load().get(username)
         if entry is not None:

@@ -34,8 +34,8 @@ does not protect the session that follows. Use TLS for that.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+# hashlib and hmac are imported where they are used: hashlib loads OpenSSL's
+# libcrypto (about 3.5 MiB of memory) that a server without logins never needs.
 import logging
 import os
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
@@ -63,6 +63,7 @@ class IPerspective:
 
 def respond(challenge: bytes, password: Union[bytes, str]) -> bytes:
     """PB's response: ``MD5(MD5(password) + challenge)``, raw digests."""
+    import hashlib
     if isinstance(password, str):
         password = password.encode("utf-8")
     return hashlib.md5(hashlib.md5(password).digest() + challenge).digest()
@@ -84,10 +85,13 @@ class ChallengeResponse:
 
     def checkPassword(self, password: Union[bytes, str]) -> bool:  # noqa: N802 - Twisted's name
         """True when the client knew ``password``."""
+        import hmac
         return hmac.compare_digest(respond(self.challenge, password), self.response)
 
     def checkMD5Password(self, md5_password: bytes) -> bool:  # noqa: N802
         """True when the client knew the password whose raw MD5 digest is given."""
+        import hashlib
+        import hmac
         expected = hashlib.md5(md5_password + self.challenge).digest()
         return hmac.compare_digest(expected, self.response)
 
@@ -100,6 +104,7 @@ class UsernamePassword:
         self.password = password.encode("utf-8") if isinstance(password, str) else password
 
     def checkPassword(self, password: Union[bytes, str]) -> bool:  # noqa: N802
+        import hmac
         if isinstance(password, str):
             password = password.encode("utf-8")
         return hmac.compare_digest(password, self.password)
@@ -111,6 +116,8 @@ class Anonymous:
 
 def proof(key: bytes, challenge: bytes) -> bytes:
     """The client's answer in a salted login: ``HMAC-SHA256(key, challenge)``."""
+    import hashlib
+    import hmac
     return hmac.new(key, challenge, hashlib.sha256).digest()
 
 
@@ -124,6 +131,7 @@ class SaltedResponse:
 
     def check_key(self, key: bytes) -> bool:
         """True when the client derived ``key`` from its password."""
+        import hmac
         return hmac.compare_digest(proof(key, self.challenge), self.answer)
 
 
