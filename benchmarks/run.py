@@ -7,6 +7,7 @@ socket echo, every client and server in its own process.
     .venv/bin/python benchmarks/run.py --workloads W1,W2 --peers syncpb,twisted
     .venv/bin/python benchmarks/run.py --json r.json --chart r.png   # + figures, chart
     .venv/bin/python benchmarks/run.py --chart-from r.json --chart r.png  # redraw only
+    .venv/bin/python benchmarks/run.py --workloads W2 --peers syncpb --segment 1460
 
 For each (round, workload, peer) the driver starts a fresh server process,
 reads its ``ADDR`` line, starts the client process(es), waits until every
@@ -15,6 +16,12 @@ their ``RESULT`` JSON and stops the server by its PID. Single-client
 workloads (W1 W2 W3 W5 W6) pin server and client to one CPU with
 ``taskset -c CPU``; W4 (8 client processes) runs unpinned. The peer order
 rotates between rounds; the table shows the median over rounds.
+
+Split delivery: with W2 and syncpb selected, each round also runs syncpb's
+W2 with every read of both syncpb processes capped at ``--segment`` bytes
+(1,460 by default, an Ethernet MSS; 0 turns it off), as when a message
+arrives in TCP segments on a real network. It is the row "W2 (1,460-byte
+segments)" (key ``W2s``), with its ratio to syncpb's W2 delivered whole.
 
 Progress goes to stderr (a line as each cell starts and as it ends); the
 Markdown report goes to stdout. ``--chart`` needs matplotlib (in the
@@ -63,7 +70,23 @@ TARGETS = [
     ("W4", "twisted", 1.5, False),
     ("W5", "twisted", 2.0, False),
     ("W6", "W1", 0.8, False),  # syncpb's W6 against syncpb's own W1
+    ("W2s", "W2", 0.8, False),  # syncpb's W2 in segments against its W2 delivered whole
 ]
+
+#: Rows measured on syncpb only, against one of syncpb's own rows: the
+#: split-delivery W2 (``--segment``) against W2 delivered whole.
+OWN_BASE = {"W2s": "W2", "W6": "W1"}
+SPLIT = "W2s"
+
+#: Run as ``python -c SEGMENT_BOOT BYTES peer.py ARGS...``: caps every read
+#: of syncpb's sessions (they all read into ``syncpb.transport.read_buffer()``,
+#: of ``READ_SIZE`` bytes) at BYTES, then runs peer.py as its own script.
+SEGMENT_BOOT = (
+    "import runpy, sys\n"
+    "import syncpb.transport\n"
+    "syncpb.transport.READ_SIZE = int(sys.argv[1])\n"
+    "sys.argv = sys.argv[2:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n")
 
 #: how the chart names the peers
 PEER_NAMES = {"syncpb": "syncpb", "twisted": "Twisted PB", "pyro5": "Pyro5 (msgpack)",
@@ -79,6 +102,32 @@ def log(msg):
 
 def unit_of(workload):
     return "MB/s" if workload == "W3" else "calls/s"
+
+
+def split_on(args, peers):
+    """True when the split-delivery W2 row runs (W2 and syncpb selected)."""
+    return bool(args.segment) and "W2" in args.workloads and "syncpb" in peers
+
+
+def rows_of(args, peers):
+    """The report's rows: the workloads, with the split-delivery W2 after W2."""
+    out = []
+    for w in args.workloads:
+        out.append(w)
+        if w == "W2" and split_on(args, peers):
+            out.append(SPLIT)
+    return out
+
+
+def round_cells(args, order):
+    """The (workload, peer) cells of one round, in order (``order``: the
+    peers, rotated); the split-delivery W2 is syncpb's only."""
+    cells = []
+    for w in args.workloads:
+        cells += [(w, p) for p in order]
+        if w == "W2" and split_on(args, order):
+            cells.append((SPLIT, "syncpb"))
+    return cells
 
 
 def _clock(seconds):
@@ -249,12 +298,17 @@ def _importable(syncpb_path):
 
 def run_cell(peer, workload, args, env):
     """One measurement: fresh server, client(s), result dict."""
+    segment = None
+    if workload == SPLIT:  # W2 with every read of both syncpb processes capped
+        workload, segment = "W2", args.segment
     pin = args.cpu if (workload in PINNED and not args.no_pin) else None
+    peer_cmd = ([sys.executable, PEER_SCRIPT] if segment is None
+                else [sys.executable, "-c", SEGMENT_BOOT, str(segment), PEER_SCRIPT])
     nclients = args.clients if workload == "W4" else 1
     lifetime = int(args.warmup + args.seconds + args.timeout + 180)
     started = []
     try:
-        server = Proc([sys.executable, PEER_SCRIPT, "server", peer,
+        server = Proc(peer_cmd + ["server", peer,
                        "--lifetime", str(lifetime)], env, f"{peer} server", pin)
         started.append(server)
         addr = server.expect("ADDR", time.monotonic() + 60)
@@ -264,7 +318,7 @@ def run_cell(peer, workload, args, env):
                  "--pyro5-w5", args.pyro5_w5, "--lifetime", str(lifetime)]
         clients = []
         for k in range(nclients):
-            c = Proc([sys.executable, PEER_SCRIPT, "client", peer, workload, addr] + cargs,
+            c = Proc(peer_cmd + ["client", peer, workload, addr] + cargs,
                      env, f"{peer} {workload} client {k}", pin)
             started.append(c)
             clients.append(c)
@@ -288,7 +342,11 @@ def run_cell(peer, workload, args, env):
         value = sum(r["calls"] * r["bytes_per_call"] / r["elapsed"] for r in results) / 1e6
     else:
         value = rate
-    return {"value": value, "calls_per_s": rate, "mode": results[0]["mode"],
+    mode = results[0]["mode"]
+    if segment is not None:
+        mode += (f"; every read of the syncpb server and client capped at {segment:,} "
+                 f"bytes (syncpb.transport.READ_SIZE)")
+    return {"value": value, "calls_per_s": rate, "mode": mode,
             "calls": sum(r["calls"] for r in results),
             "elapsed": max(r["elapsed"] for r in results),
             "clients": len(results), "pinned_cpu": pin}
@@ -361,6 +419,7 @@ def label(w, args):
     return {
         "W1": "W1 seq add",
         "W2": "W2 seq echo 100 records",
+        SPLIT: f"W2 ({args.segment:,}-byte segments)",
         "W3": "W3 seq echo 256 KiB",
         "W4": f"W4 {args.clients} procs x seq add",
         "W5": f"W5 add, {args.inflight} in flight",
@@ -393,9 +452,9 @@ def target_checks(med):
         if w not in med:
             continue
         s = med[w].get("syncpb")
-        if against == "W1":
-            o = med.get("W1", {}).get("syncpb")
-            label = f"W6/W1(syncpb) >= {factor:g}"
+        if against in OWN_BASE.values():
+            o = med.get(against, {}).get("syncpb")
+            label = f"{w}/{against}(syncpb) >= {factor:g}"
         else:
             o = med[w].get(against)
             label = f"{'>' if strict else '>='} {factor:g}x {against}"
@@ -415,6 +474,8 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
     for w in workloads:
         med[w] = {}
         for p in peers:
+            if (w, p) not in cells:  # not run (the split-delivery row is syncpb's)
+                continue
             vals = [c["value"] for c in cells.get((w, p), []) if "value" in c]
             errs = [c for c in cells.get((w, p), []) if "error" in c]
             if vals and not errs:
@@ -448,7 +509,7 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
     others = [p for p in ("twisted", "pyro5", "raw") if p in peers]
     has_s = "syncpb" in peers
     if has_s:
-        cols += [f"syncpb/{o}" for o in others] + ["W6/W1(syncpb)", "target", "status"]
+        cols += [f"syncpb/{o}" for o in others] + ["own ratio (syncpb)", "target", "status"]
     P("| " + " | ".join(cols) + " |")
     aligns = ["---", "---"] + ["---:"] * (len(cols) - 2)
     if has_s:
@@ -457,11 +518,14 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
     checks = target_checks(med)
     for w in workloads:
         unit = "MB/s" if w == "W3" else "calls/s"
-        row = [label(w, args), unit] + [fmt(med[w].get(p), w) for p in peers]
+        row = [label(w, args), unit] + [fmt(med[w].get(p), w) if p in med[w] else "–"
+                                        for p in peers]
         if has_s:
             s = med[w].get("syncpb")
-            row += [fmt_ratio(ratio(s, med[w].get(o))) for o in others]
-            row.append(fmt_ratio(ratio(s, med.get("W1", {}).get("syncpb"))) if w == "W6" else "")
+            row += [fmt_ratio(ratio(s, med[w].get(o))) if o in med[w] else "–" for o in others]
+            base = OWN_BASE.get(w)
+            row.append(f"{fmt_ratio(ratio(s, med.get(base, {}).get('syncpb')))} {w}/{base}"
+                       if base else "")
             mine = [c for c in checks if c[0] == w]
             row.append("; ".join(c[1] for c in mine))
             row.append("; ".join(c[3] for c in mine))
@@ -479,6 +543,8 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
     P("|---|---|" + "---:|" * (args.rounds + 2))
     for w in workloads:
         for p in peers:
+            if (w, p) not in cells:
+                continue
             cs = cells.get((w, p), [])
             vals = [c.get("value") for c in cs]
             shown = [fmt(v, w) if v is not None else "ERR" for v in vals]
@@ -552,16 +618,19 @@ def caveats(args, workloads, peers):
 
 def results_doc(args, facts, peers, unavailable, cells, med, checks, cmdline):
     """What ``--json`` writes; ``--chart-from`` reads it back."""
+    rows = rows_of(args, peers)
     return {
         "command": cmdline, "date": facts.get("date"), "facts": facts, "args": vars(args),
-        "peers": peers, "workloads": args.workloads, "unavailable": unavailable,
-        "labels": {w: label(w, args) for w in args.workloads},
-        "units": {w: unit_of(w) for w in args.workloads},
+        "peers": peers, "workloads": rows, "unavailable": unavailable,
+        "labels": {w: label(w, args) for w in rows},
+        "units": {w: unit_of(w) for w in rows},
         "notes": caveats(args, args.workloads, peers),
         "cells": {f"{w}/{p}": cs for (w, p), cs in cells.items()},
         "median": med,
         "ratios": {w: {o: ratio(med[w].get("syncpb"), med[w].get(o)) for o in peers
-                       if o != "syncpb"} for w in med if "syncpb" in peers},
+                       if o != "syncpb" and o in med[w]} for w in med if "syncpb" in peers},
+        "own_ratios": {w: ratio(med[w].get("syncpb"), med.get(base, {}).get("syncpb"))
+                       for w, base in OWN_BASE.items() if w in med and "syncpb" in med[w]},
         "targets": [{"workload": w, "target": lbl, "ratio": r, "status": st}
                     for w, lbl, r, st in checks],
     }
@@ -606,6 +675,9 @@ def _tick_label(w, doc):
         r = ratio(med.get("syncpb"), med.get("twisted"))
     if isinstance(r, (int, float)):
         text += f"\n{r:.2f}x Twisted"
+    own = (doc.get("own_ratios") or {}).get(w)
+    if w == SPLIT and isinstance(own, (int, float)):
+        text += f"\n{own:.2f}x {OWN_BASE[w]} whole"
     return text
 
 
@@ -662,6 +734,7 @@ def draw_chart(doc, path):
         raise ChartError("nothing to draw: no medians in the figures")
     units = doc.get("units") or {}
     notes = doc.get("notes") or {}
+    ran = doc.get("cells")
     marks = {}
     for key in notes:
         marks[key] = "*†‡§¶"[len(marks)] if len(marks) < 5 else f"({len(marks) + 1})"
@@ -708,6 +781,8 @@ def draw_chart(doc, path):
             for j, w in enumerate(ws):
                 x = j - 0.41 + bar_w * (i + 0.5)
                 v = value(w, p)
+                if v is None and ran is not None and f"{w}/{p}" not in ran:
+                    continue  # not run for this row (the split-delivery W2: syncpb only)
                 if v is None:
                     raw = med.get(w, {}).get(p)
                     ax.text(x, 0.02, "n/a" if raw is None else str(raw),
@@ -832,6 +907,9 @@ def parse_args(argv):
                          "pip install -e '.[bench]')")
     ap.add_argument("--chart-from", metavar="JSON",
                     help="run nothing: draw --chart from the figures a --json run saved")
+    ap.add_argument("--segment", type=int, default=1460, metavar="BYTES",
+                    help="also run syncpb's W2 with every read of both processes capped "
+                         "at BYTES, as in TCP segments (default 1460; 0: off)")
     args = ap.parse_args(argv)
     if args.chart_from and not args.chart:
         ap.error("--chart-from JSON needs --chart PNG")
@@ -843,6 +921,8 @@ def parse_args(argv):
         args.warmup = 0.1 if args.quick else 0.3
     if args.rounds < 1 or args.seconds <= 0 or args.warmup < 0:
         ap.error("--rounds >= 1, --seconds > 0, --warmup >= 0")
+    if args.segment < 0:
+        ap.error("--segment >= 0")
     args.workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
     args.peers = [p.strip().lower() for p in args.peers.split(",") if p.strip()]
     for w in args.workloads:
@@ -890,27 +970,29 @@ def main(argv=None):
 
     cells = {}
     t_start = time.monotonic()
-    total = args.rounds * len(args.workloads) * len(peers)
+    per_round = len(round_cells(args, peers))
+    total = args.rounds * per_round
     index = 0
     log(f"{total} cells: {args.rounds} round(s) x {len(args.workloads)} workload(s) "
-        f"x {len(peers)} peer(s), {args.seconds:g} s measured each")
+        f"x {len(peers)} peer(s)"
+        + (f" + syncpb's W2 in {args.segment:,}-byte segments" if split_on(args, peers) else "")
+        + f", {args.seconds:g} s measured each")
     for r in range(args.rounds):
         k = r % len(peers)
         order = peers[k:] + peers[:k]
-        for w in args.workloads:
-            for p in order:
-                index += 1
-                log(progress_line(index, total, w, p, r + 1, args.rounds))
-                t0 = time.monotonic()
-                res = run_cell(p, w, args, env)
-                res["round"] = r + 1
-                cells.setdefault((w, p), []).append(res)
-                now = time.monotonic()
-                log(progress_line(index, total, w, p, r + 1, args.rounds, res,
-                                  now - t0, now - t_start))
+        for w, p in round_cells(args, order):
+            index += 1
+            log(progress_line(index, total, w, p, r + 1, args.rounds))
+            t0 = time.monotonic()
+            res = run_cell(p, w, args, env)
+            res["round"] = r + 1
+            cells.setdefault((w, p), []).append(res)
+            now = time.monotonic()
+            log(progress_line(index, total, w, p, r + 1, args.rounds, res,
+                              now - t0, now - t_start))
     log(f"total {time.monotonic() - t_start:.0f} s")
 
-    med, checks = report(args, facts, peers, unavailable, args.workloads, cells, cmdline)
+    med, checks = report(args, facts, peers, unavailable, rows_of(args, peers), cells, cmdline)
     doc = results_doc(args, facts, peers, unavailable, cells, med, checks, cmdline)
     if args.json:
         with open(args.json, "w") as f:

@@ -27,8 +27,11 @@ Twisted's defaults; nothing here is a module-level setting.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import speedups
 from .errors import BananaError
 
 __all__ = [
@@ -292,34 +295,40 @@ def cut_long_strings(chunks: List[bytes], long_strings: List[Tuple[int, int]]
     bytes object, keyed by the offset where it would start in the returned
     message. Each payload is copied once, into the object the receiver
     keeps; a long string otherwise costs a joined buffer and a slice of it.
+    The chunks inside a span are taken whole (only the two at its edges are
+    sliced), so a message of many small chunks (a 600 KiB string in 1,460-
+    byte segments) costs one join per piece, not Python work per chunk.
     """
+    ends = list(accumulate(map(len, chunks)))  # message offset just past each chunk
     rest: List[Any] = []
     strings: Dict[int, bytes] = {}
-    views = [memoryview(chunk) for chunk in chunks]
-    index, chunk_start, cut = 0, 0, 0  # current chunk, its message offset, bytes removed
-    position = 0  # message offset up to which everything is placed
+    position, cut = 0, 0  # message offset up to which everything is placed; bytes removed
     for start, size in long_strings:
-        for target, into_rest in ((start, True), (start + size, False)):
-            parts = []
-            while position < target:
-                view = views[index]
-                take = min(target, chunk_start + len(view)) - position
-                parts.append(view[position - chunk_start:position - chunk_start + take])
-                position += take
-                if position == chunk_start + len(view):
-                    chunk_start += len(view)
-                    index += 1
-            if into_rest:
-                rest.extend(parts)
-            else:
-                strings[start - cut] = b"".join(parts)
-                cut += size
-    while index < len(views):
-        rest.append(views[index][position - chunk_start:])
-        chunk_start += len(views[index])
-        position = chunk_start
-        index += 1
+        rest += _span(chunks, ends, position, start)
+        strings[start - cut] = b"".join(_span(chunks, ends, start, start + size))
+        cut += size
+        position = start + size
+    rest += _span(chunks, ends, position, ends[-1] if ends else 0)
     return b"".join(rest), strings
+
+
+def _span(chunks: List[bytes], ends: List[int], begin: int, stop: int) -> List[Any]:
+    """The pieces of ``chunks`` holding message bytes ``begin`` to ``stop``."""
+    if begin >= stop:
+        return []
+    first = bisect_right(ends, begin)  # the chunk holding byte begin
+    last = bisect_left(ends, stop)     # the chunk holding byte stop - 1
+    head = chunks[first]
+    skip = begin - (ends[first] - len(head))
+    if first == last:
+        keep = stop - (ends[first] - len(head))
+        return [head if skip == 0 and keep == len(head) else memoryview(head)[skip:keep]]
+    parts: List[Any] = [memoryview(head)[skip:] if skip else head]
+    parts += chunks[first + 1:last]
+    tail = chunks[last]
+    keep = stop - (ends[last] - len(tail))
+    parts.append(tail if keep == len(tail) else memoryview(tail)[:keep])
+    return parts
 
 
 def split_messages(data: bytes, size_limit: int = SIZE_LIMIT,
@@ -458,3 +467,10 @@ def vocab_word(index: int, vocab: bool = True) -> bytes:
 def offer(dialects: Sequence[bytes] = DIALECTS) -> bytes:
     """Return the server's dialect offer, encoded without vocabulary."""
     return encode(list(dialects), vocab=False)
+
+
+#: The pure-Python framer, the reference the compiled one is tested against.
+PyFramer = Framer
+_compiled = speedups.load("_cframer")
+if _compiled is not None:  # the same class in C (syncpb/_cframer.pyx)
+    Framer = _compiled.Framer  # type: ignore[misc]
