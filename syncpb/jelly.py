@@ -32,10 +32,21 @@ PB objects (references, copies) are not known here: the broker passes a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from . import speedups
 from .jellybase import (BASIC_TYPES, Incomplete, JellyContext, JellyError, SecurityOptions,
                         Unpersistable, with_registry)
-from .jellyreader import Reader
-from .jellywriter import Writer
+from .jellyreader import Reader as PyReader  # the references (and the fallbacks)
+from .jellywriter import Writer as PyWriter
+
+if TYPE_CHECKING:
+    from .jellyreader import Reader
+    from .jellywriter import Writer
+else:  # the compiled twins when built (syncpb/_creader.pyx, _cwriter.pyx), unless SYNCPB_PURE=1
+    _creader, _cwriter = speedups.load("_creader"), speedups.load("_cwriter")
+    Reader = PyReader if _creader is None else _creader.Reader
+    Writer = PyWriter if _cwriter is None else _cwriter.Writer
 
 __all__ = [
     "Unpersistable",
@@ -43,6 +54,8 @@ __all__ = [
     "JellyContext",
     "Writer",
     "Reader",
+    "PyWriter",
+    "PyReader",
     "Incomplete",
     "JellyError",
     "BASIC_TYPES",

@@ -53,7 +53,7 @@ def load(name: str) -> Optional[ModuleType]:
 
 
 #: the compiled codec's modules, each mirroring a pure-Python one
-CODEC_MODULES: Tuple[str, ...] = ("_cframer",)
+CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter")
 
 
 def codec_compiled() -> bool:
