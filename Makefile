@@ -78,7 +78,7 @@ CODEC_TESTS = tests/test_banana.py tests/test_properties.py tests/test_propertie
 	tests/test_split_invariance.py tests/test_jelly_fast_paths.py tests/test_replay.py \
 	tests/test_bad_input.py tests/test_speedups.py tests/test_e2e_calls.py tests/test_e2e_references.py \
 	tests/test_cacheable.py tests/test_copyable.py tests/test_hot_paths.py tests/test_zero_copy.py \
-	tests/test_paging.py tests/interop
+	tests/test_paging.py tests/test_assembly.py tests/interop
 
 test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest

@@ -85,10 +85,14 @@ OWN_BASE = {"W2s": "W2", "W6": "W1"}
 SPLIT = "W2s"
 
 #: Run as ``python -c SEGMENT_BOOT BYTES peer.py ARGS...``: caps every read
-#: of syncpb's sessions (they all read into ``syncpb.transport.read_buffer()``,
-#: of ``READ_SIZE`` bytes) at BYTES, then runs peer.py as its own script.
+#: of syncpb's sessions (``syncpb.transport.READ_SIZE``: the size of the
+#: buffer they read into, and the most any of their reads takes) at BYTES,
+#: then runs peer.py as its own script. (``-c`` puts the current directory
+#: first on sys.path: it is dropped, so that syncpb comes from PYTHONPATH,
+#: i.e. ``--syncpb-path``, as in the other children.)
 SEGMENT_BOOT = (
     "import runpy, sys\n"
+    "sys.path[:] = [p for p in sys.path if p]\n"
     "import syncpb.transport\n"
     "syncpb.transport.READ_SIZE = int(sys.argv[1])\n"
     "sys.argv = sys.argv[2:]\n"

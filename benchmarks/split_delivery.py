@@ -17,6 +17,12 @@ full sans-IO path) fed whole and fed in ``--segment``-byte pieces, for:
 
 It prints microseconds per message (the median of ``--runs`` runs, whole
 and pieces interleaved, each on a fresh broker) and the ratio pieces/whole.
+Two more columns read the same pieces from a stand-in for a socket's
+``recv_into`` (each read copies ``--segment`` bytes, as the kernel would)
+the two ways a session can: the plain way (each piece read into a reused
+buffer, copied out and fed to ``receive_data``) and, as a session does once
+a connection has shown split delivery, straight into the broker's buffer
+(``Broker.message_buffer().fill``, then ``receive_buffered`` once).
 It takes a few seconds.
 The issue's bound is 1.5x for the 600 KiB message. Which codec runs is
 printed: the compiled modules when built, the pure-Python ones under
@@ -111,8 +117,64 @@ def feed_once(pieces: List[bytes]) -> float:
     return elapsed
 
 
-def measure(message: bytes, segment: int, runs: int) -> Tuple[float, float]:
-    """Median microseconds per message: (whole, in ``segment``-byte pieces).
+class Pieces:
+    """A stand-in for a socket's ``recv_into`` handing out ``message`` in
+    reads of at most ``segment`` bytes."""
+
+    def __init__(self, message: bytes, segment: int) -> None:
+        self.data, self.pos, self.segment = memoryview(message), 0, segment
+
+    def recv_into(self, view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        count = min(len(view), self.segment, len(self.data) - self.pos)
+        view[:count] = self.data[self.pos:self.pos + count]
+        self.pos += count
+        return count
+
+
+def read_once(message: bytes, segment: int) -> float:
+    """Seconds a fresh server broker takes to receive ``message`` read the
+    plain way in ``segment``-byte reads (into a reused buffer, copied out)."""
+    server, _ = ready_pair()
+    receive = server.receive_data
+    source = Pieces(message, segment)
+    area = bytearray(segment)
+    view = memoryview(area)
+    events: List[Any] = []
+    start = time.perf_counter()
+    while source.pos < len(message):
+        events += receive(view[:source.recv_into(area)].tobytes())
+    elapsed = time.perf_counter() - start
+    if len(events) != 1 or not isinstance(events[0], CallReceived):
+        raise SystemExit(f"expected one call, got {events!r:.300}")
+    return elapsed
+
+
+def fill_once(message: bytes, segment: int) -> float:
+    """Seconds a fresh server broker, its messages coming in pieces, takes
+    to receive ``message`` read as a session reads it: into the broker's
+    buffer, then (should it outgrow the buffer) the plain way."""
+    server, _ = ready_pair()
+    server.assemble = True  # as after a message that came in pieces
+    source = Pieces(message, segment)
+    area = bytearray(segment)
+    view = memoryview(area)
+    events: List[Any] = []
+    start = time.perf_counter()
+    while not events:
+        if server.assemble:
+            if server.message_buffer().fill(source.recv_into, segment, 0, 0):
+                events += server.receive_buffered()
+        else:
+            events += server.receive_data(view[:source.recv_into(area)].tobytes())
+    elapsed = time.perf_counter() - start
+    if len(events) != 1 or not isinstance(events[0], CallReceived):
+        raise SystemExit(f"expected one call, got {events!r:.300}")
+    return elapsed
+
+
+def measure(message: bytes, segment: int, runs: int) -> List[float]:
+    """Median microseconds per message: whole, in ``segment``-byte pieces,
+    read in such pieces the plain way, read into the broker's buffer.
 
     The two ways alternate (and swap order each run) so that drift in the
     machine's speed hits both alike; two runs of each warm up first. The
@@ -120,18 +182,21 @@ def measure(message: bytes, segment: int, runs: int) -> Tuple[float, float]:
     lands in one way's runs only and empties the CPU caches."""
     ways = {"whole": [message],
             "pieces": [message[i:i + segment] for i in range(0, len(message), segment)]}
-    times: Dict[str, List[float]] = {"whole": [], "pieces": []}
+    times: Dict[str, List[float]] = {"whole": [], "pieces": [], "reads": [], "buffer": []}
+    names = tuple(times)
+    readers = {"reads": read_once, "buffer": fill_once}
     gc.collect()
     gc.disable()  # no collection in the middle of one way only
     try:
         for run in range(runs + 2):
-            for name in (("whole", "pieces") if run % 2 else ("pieces", "whole")):
-                elapsed = feed_once(ways[name])
+            for name in (names if run % 2 else names[::-1]):
+                elapsed = (readers[name](message, segment) if name in readers
+                           else feed_once(ways[name]))
                 if run >= 2:
                     times[name].append(elapsed)
     finally:
         gc.enable()
-    return statistics.median(times["whole"]) * 1e6, statistics.median(times["pieces"]) * 1e6
+    return [statistics.median(times[name]) * 1e6 for name in names]
 
 
 def codec_line() -> str:
@@ -157,14 +222,16 @@ def main(argv: Any = None) -> None:
           f"(syncpb server Broker.receive_data), µs per message, median of "
           f"{options.runs} runs ({max(5, options.runs // 4)} for 600 KiB)")
     print(f"Codec: {codec_line()}\n")
-    print("| message | bytes | pieces | whole µs | pieces µs | pieces/whole |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| message | bytes | pieces | whole µs | pieces µs | pieces/whole "
+          "| reads: plain µs | into the buffer µs | buffer/plain |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, message in messages():
         runs = options.runs if len(message) < 100_000 else max(5, options.runs // 4)
-        whole, split = measure(message, options.segment, runs)
+        whole, split, plain, buffer = measure(message, options.segment, runs)
         count = -(-len(message) // options.segment)
         print(f"| {name} | {len(message):,} | {count:,} | {whole:,.0f} | {split:,.0f} "
-              f"| {split / whole:.2f}x |", flush=True)
+              f"| {split / whole:.2f}x | {plain:,.0f} | {buffer:,.0f} "
+              f"| {buffer / plain:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -250,7 +250,7 @@ class Framer:
         while pos < end:
             header = _read_header(buf, pos, end, self.prefix_limit)
             if header is None:
-                self._carry = buf[pos:]
+                self._carry = bytes(buf[pos:])  # never a view of the caller's buffer
                 return None
             kind, value, pos = header
             if kind == LIST:
@@ -287,8 +287,8 @@ class Framer:
             raise BananaError(f"{what} header of {value} exceeds the size limit {self.size_limit}")
 
 
-def cut_long_strings(chunks: List[bytes], long_strings: List[Tuple[int, int]]
-                     ) -> Tuple[bytes, Dict[int, bytes]]:
+def cut_long_strings(chunks: Sequence[Union[bytes, memoryview]],
+                     long_strings: List[Tuple[int, int]]) -> Tuple[bytes, Dict[int, bytes]]:
     """Join a message's chunks with its long string payloads taken out.
 
     Returns the message without those payloads and each payload as its own
@@ -312,7 +312,8 @@ def cut_long_strings(chunks: List[bytes], long_strings: List[Tuple[int, int]]
     return b"".join(rest), strings
 
 
-def _span(chunks: List[bytes], ends: List[int], begin: int, stop: int) -> List[Any]:
+def _span(chunks: Sequence[Union[bytes, memoryview]], ends: List[int], begin: int,
+          stop: int) -> List[Any]:
     """The pieces of ``chunks`` holding message bytes ``begin`` to ``stop``."""
     if begin >= stop:
         return []

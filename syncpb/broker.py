@@ -8,14 +8,12 @@ produce bytes that :meth:`data_to_send` hands out. It never touches a
 socket, a thread or a greenlet, so a pair of brokers can be wired together
 in memory and every exchange tested with plain bytes.
 
-Stream handling. Most messages arrive whole, so the broker first decodes
-straight from the received chunk. If the chunk ends inside a message, the
-chunks are kept as they are and a :class:`~syncpb.banana.Framer` scans
-each one once as it arrives (skipping string payloads by count) until it
-knows where the message ends; the chunks are then joined once and
-decoded. Every byte is thus scanned and copied a bounded number of times
-whatever the chunking. Decoding has no side effects until a message is
-complete: imported references are counted only when the message commits.
+Stream handling (:mod:`syncpb.brokerstream`, mixed in): received bytes are
+cut into messages, decoded straight from the chunk when a message came
+whole, framed and joined once when it came in pieces, or read by the
+session straight into one buffer. Decoding has no side effects until a
+message is complete: imported references are counted only when the
+message commits.
 
 Tables. ``_exports`` maps our object ids (and ``b'root'``) to the object and
 the number of ``['remote', id]`` occurrences sent; the peer's ``decref``
@@ -38,6 +36,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from . import banana
 from .brokercache import CacheProtocol, CacheRecord
+from .brokerstream import _AWAIT_CHOICE, _AWAIT_OFFER, _DEAD, _READY, StreamReceiver
 from .cache import Cacheable, RemoteCache
 from .copyable import Copyable
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
@@ -122,10 +121,8 @@ class ImportRecord:
 Event = Any
 ProxyFactory = Callable[["Broker", ImportRecord], Any]
 
-_AWAIT_OFFER, _AWAIT_CHOICE, _READY, _DEAD = range(4)
 
-
-class Broker(CacheProtocol):
+class Broker(StreamReceiver, CacheProtocol):
     """PB protocol state of one connection.
 
     Args:
@@ -140,8 +137,9 @@ class Broker(CacheProtocol):
     # Slots, not an instance dict: the hot paths read many attributes, and
     # CPython's fast instance-attribute lookups stop at about 30 dict entries.
     __slots__ = ("limits", "is_client", "unsafe_tracebacks", "security", "proxy_factory",
-                 "released", "_state", "_vocab", "_out", "_writer", "_chunks",
-                 "_long_strings", "_reader", "_framer", "_next_request",
+                 "released", "_state", "_vocab", "_out", "_writer",
+                 "_long_strings", "_reader", "_next_request", "_names",
+                 "_chunks", "_framer", "_assembly", "assemble", "_frame_first",  # StreamReceiver
                  "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
                  "_imports", "_waiting", "_incoming", "_max_incoming", "_refusing",
                  "_told_limit", "_message_head",
@@ -172,10 +170,10 @@ class Broker(CacheProtocol):
         self._vocab = False
         self._out: List[bytes] = []
         self._writer = Writer(self, False, limits.size_limit, limits.prefix_limit)
-        self._chunks: List[bytes] = []  # the message under way, as received
+        self._names: Dict[bytes, str] = {}  # method names checked callable, decoded
         self._long_strings: Optional[Dict[int, bytes]] = None
+        self._init_stream(limits)
         self._reader: Optional[Reader] = None  # made once the dialect is settled
-        self._framer = banana.Framer(limits.size_limit, limits.prefix_limit)
         self._next_request = 0
         self._next_oid = 0
         self._exports: Dict[Any, List[Any]] = {}
@@ -247,72 +245,25 @@ class Broker(CacheProtocol):
 
     # ------------------------------------------------------------ receiving
 
-    def receive_data(self, data: bytes) -> List[Event]:
-        """Feed received bytes; return the events they complete, in order."""
-        events: List[Event] = []
-        if self._state == _DEAD or not data:
-            return events
-        try:
-            self._receive(bytes(data), events)
-        except (ProtocolError, InsecureJelly) as exc:
-            self._die(exc, events)
-        except RecursionError:
-            self._die(ProtocolError("value nested too deeply to decode"), events)
-        return events
-
-    def _receive(self, data: bytes, events: List[Event]) -> None:
-        if self._chunks:  # a message is under way: frame it, join it once complete
-            end = self._framer.feed(data)
-            if end is None:
-                self._chunks.append(data)
-                return
-            self._chunks.append(data[:end])
-            long_strings = self._framer.long_strings
-            if long_strings:
-                message, self._long_strings = banana.cut_long_strings(self._chunks, long_strings)
-            else:
-                message = b"".join(self._chunks)
-            self._chunks, data = [], data[end:]
-            self._framer.reset()
-            try:
-                if self._handle(message, 0, events) != len(message):
-                    raise ProtocolError("message decoded to a different length than framed")
-            except Incomplete:  # the framer saw a whole message; its values run past it
-                raise ProtocolError("decoder and framer disagree on a message end") from None
-            finally:  # an assembled message may be large: keep nothing of it
-                self._long_strings = None
-                if self._reader is not None:
-                    self._reader.restart(b"", 0, self.security, None)
-        pos = 0
-        while pos < len(data) and self._state != _DEAD:
-            try:
-                pos = self._handle(data, pos, events)
-            except Incomplete:
-                rest = data[pos:] if pos else data
-                if self._framer.feed(rest) is not None:
-                    raise ProtocolError("decoder and framer disagree on a message end")
-                self._chunks = [rest]
-                return
-            except (ProtocolError, InsecureJelly):
-                # A message is framed before it is decoded, so that the
-                # verdict never depends on how the bytes were cut: a framing
-                # error anywhere in it wins, and a message not complete yet
-                # waits for its end (its decoding error comes back then).
-                rest = data[pos:] if pos else data
-                if self._framer.feed(rest) is None:
-                    self._chunks = [rest]
-                    return
-                self._framer.reset()
-                raise
-
     def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
         if self._state != _READY:
             return self._handshake(buf, pos, events)
         reader: Reader = self._reader  # type: ignore[assignment]  # one per connection
         reader.restart(buf, pos, self.security, self._long_strings)  # as if new
-        if buf.startswith(self._answer_head, pos):
+        if buf.startswith(self._answer_head, pos):  # _on_answer written out
             reader.pos = pos + len(self._answer_head)
-            self._on_answer(reader, 2, events)
+            request_id = reader.raw()
+            waiting = self._waiting
+            if type(request_id) is not int or request_id not in waiting:
+                self._check_waiting(request_id)  # raises
+            try:
+                value = reader.jelly()
+            except (InsecureJelly, JellyError) as exc:
+                self._undecodable(request_id, exc, events)
+            if reader.imported:
+                self._commit(reader)
+            waiting.discard(request_id)  # only once the whole message is in
+            events.append(AnswerReceived(request_id, value))
             return reader.pos
         if buf.startswith(self._message_head, pos):
             reader.pos = pos + len(self._message_head)
@@ -366,7 +317,7 @@ class Broker(CacheProtocol):
 
     def _die(self, exc: BaseException, events: List[Event]) -> None:
         self._state = _DEAD
-        self._chunks = []
+        self._forget_stream()
         events.append(ProtocolViolation(exc))
 
     def _fields(self, reader: Reader, count: int, expected: int, command: str) -> None:
@@ -391,13 +342,11 @@ class Broker(CacheProtocol):
         request_id, oid, name, answer_required = reader.raw_fields(4)
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
-        if type(name) is not bytes:
-            raise ProtocolError(f"method name {name!r} is not a byte string")
+        method_name = self._names.get(name) if type(name) is bytes else None
+        callable_name = method_name is not None
+        if method_name is None:
+            method_name, callable_name = self._method_name(name)
         answer_required = bool(answer_required)
-        try:
-            method_name = name.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError(f"method name {name!r} is not UTF-8") from None
         if cache:
             target = self.cache_target(oid)
         else:
@@ -421,16 +370,8 @@ class Broker(CacheProtocol):
             return
         if reader.imported:
             self._commit(reader)
-        self._deliver_call(request_id, target, method_name, args, kwargs, answer_required, events)
-
-    def _rest_of(self, reader: Reader) -> None:
-        """Position ``reader`` after the message that failed to decode."""
-        reader.pos = reader.start
-        reader.skip()
-
-    def _deliver_call(self, request_id: Any, target: Any, name: str, args: Any, kwargs: Any,
-                      answer_required: bool, events: List[Event]) -> None:
-        if type(args) not in (tuple, list) or type(kwargs) is not dict:
+        # The call is delivered, or answered at once with why not.
+        if type(args) is not tuple and type(args) is not list or type(kwargs) is not dict:
             self._reply_error(request_id, answer_required,
                               TypeError("arguments must be a tuple and a dictionary"))
             return
@@ -444,21 +385,22 @@ class Broker(CacheProtocol):
                 self._reply_error(request_id, answer_required,
                                   TypeError("keyword argument names must be text"))
                 return
-        if not name.isidentifier() or "__" in name:  # dots, dunders, odd characters
+        if not callable_name:  # dots, dunders, odd characters
             self._reply_error(request_id, answer_required, NoSuchMethod(
-                f"refused method name {name!r}: only identifiers without '__' are callable"))
+                f"refused method name {method_name!r}: only identifiers without '__' "
+                f"are callable"))
             return
         if isinstance(target, Referenceable):
-            method, perspective = target.remote_method(name), target.pb_perspective
+            method, perspective = target.remote_method(method_name), target.pb_perspective
         elif isinstance(target, RemoteCache):  # a cachemessage: the owner's update
-            method, perspective = target.observe_method(name), None
+            method, perspective = target.observe_method(method_name), None
         else:
             method = perspective = None
         if method is None:
             prefix = (target.observe_prefix if isinstance(target, RemoteCache)
                       else getattr(target, "remote_prefix", "remote_"))
             self._reply_error(request_id, answer_required,
-                              NoSuchMethod(f"No such method: {prefix}{name}"))
+                              NoSuchMethod(f"No such method: {prefix}{method_name}"))
             return
         limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
@@ -466,8 +408,29 @@ class Broker(CacheProtocol):
             return
         if answer_required:
             self._incoming += 1
-        events.append(CallReceived(request_id, method, tuple(args), kwargs, answer_required,
-                                   perspective))
+        events.append(CallReceived(request_id, method,
+                                   args if type(args) is tuple else tuple(args), kwargs,
+                                   answer_required, perspective))
+
+    def _method_name(self, name: Any) -> Tuple[str, bool]:
+        """A method name from the wire, decoded, and whether it may be
+        called (an identifier without ``__``); remembered when it may."""
+        if type(name) is not bytes:
+            raise ProtocolError(f"method name {name!r} is not a byte string")
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"method name {name!r} is not UTF-8") from None
+        if not text.isidentifier() or "__" in text:
+            return text, False
+        if len(self._names) < 256:
+            self._names[name] = text
+        return text, True
+
+    def _rest_of(self, reader: Reader) -> None:
+        """Position ``reader`` after the message that failed to decode."""
+        reader.pos = reader.start
+        reader.skip()
 
     def _refuse_call(self, request_id: Any, answer_required: bool, limit: int) -> None:
         """Answer a call beyond the limit (or any call, while refusing) at once."""
@@ -487,11 +450,6 @@ class Broker(CacheProtocol):
     def calls_in_progress(self) -> int:
         """Calls from the peer still awaiting their answers."""
         return self._incoming
-
-    @property
-    def message_under_way(self) -> bool:
-        """True while a message has begun to arrive and is not complete yet."""
-        return bool(self._chunks)
 
     def refuse_calls(self, reason: str) -> None:
         """Answer every further call from the peer with an error saying
@@ -720,10 +678,27 @@ class Broker(CacheProtocol):
         if self.released:  # a proxy dropped before this call is released before it
             self._send_decrefs()
         self._perspective = perspective
-        body = self._encode_call(args, kwargs)
+        # The arguments: a tuple and a dictionary, two serialisations. The
+        # tuple is new and unreachable from its items, so it needs no
+        # reference slot; empty keyword arguments are a constant.
+        writer = self._writer
+        body: List[bytes] = []
+        if self._pending_exports:
+            self._pending_exports = []
+        writer.wrote_large = False  # a large piece keeps the message in pieces
+        try:
+            writer.write_items(b"tuple", args, body)
+            if kwargs:
+                writer.write(dict(kwargs), body)
+            else:
+                body.append(self._empty_kwargs)
+        except BaseException:
+            self._rollback_exports()
+            raise
+        if self._pending_exports:
+            self._commit_exports()
         self._next_request += 1
         request_id = self._next_request
-        writer = self._writer
         target = self._call_targets.get((oid, name))
         if target is None:
             target = ((writer.int_token(oid) if type(oid) is int else writer.word(oid))
@@ -742,29 +717,6 @@ class Broker(CacheProtocol):
         if answer_required:
             self._waiting.add(request_id)
         return request_id
-
-    def _encode_call(self, args: Tuple[Any, ...], kwargs: Optional[Dict[str, Any]]) -> List[bytes]:
-        """Encode call arguments: a tuple and a dictionary, two serialisations.
-
-        The argument tuple is new and unreachable from its items, so it
-        needs no reference slot; empty keyword arguments are a constant.
-        """
-        writer = self._writer
-        out: List[bytes] = []
-        self._pending_exports = []
-        writer.wrote_large = False  # a large piece keeps the message in pieces
-        try:
-            writer.write_items(b"tuple", args, out)
-            if kwargs:
-                writer.write(dict(kwargs), out)
-            else:
-                out.append(self._empty_kwargs)
-        except BaseException:
-            self._rollback_exports()
-            raise
-        if self._pending_exports:
-            self._commit_exports()
-        return out
 
     def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
         writer = self._writer
@@ -814,7 +766,11 @@ class Broker(CacheProtocol):
         if self.released:
             self._send_decrefs()
         kind = type(value)
-        if kind is int and 0 <= value < 2097152 or value is None or kind is bool or kind is float:
+        if kind is int and 0 <= value < 2097152:  # a small int: its token is int_token's
+            int_token = self._writer.int_token
+            self._out.append(self._answer_head + int_token(request_id) + int_token(value))
+            return
+        if value is None or kind is bool or kind is float:
             # A plain answer (the usual small result): one token, nothing to
             # share, export or roll back.
             writer = self._writer
@@ -875,6 +831,7 @@ class Broker(CacheProtocol):
         self._cache_dicts.clear()
         del self.released[:]
         self._out = []
+        self._forget_stream()
         return waiting
 
 

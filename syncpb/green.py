@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Literal, Optional
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .session import Session, _get_ident, is_blocking, real
+from . import transport
 from .transport import read_buffer, wait_readable
 
 __all__ = ["GreenSession"]
@@ -199,21 +200,29 @@ class GreenSession(Session):
         self._reader = me
         self._flush()
         sock, watched = self.sock, self._watch.watched
-        raw = self._raw_sock
+        raw, broker = self._raw_sock, self.broker
+        recv_into = raw.recv_into if raw is not None else None
+        view, area = read_buffer()  # this hub's thread's
+        data: Optional[bytes]
         while not self._lost_done and self._reader is me:
             if self._calls:
                 data = b""
+            elif broker.assemble and raw is not None:  # messages come in pieces here
+                if self._read_rest_green(raw, sock):
+                    data = None  # the message is in the broker's buffer
+                elif self._lost_done:
+                    return
+                else:  # it could not wait: gevent's recv waits, or says why not
+                    data = self._recv(sock)
+                    if data is None:
+                        return
             else:
                 # Read the non-blocking socket under gevent's directly: data
                 # is usually waiting. When it is not, wait on the hub until
                 # the socket is readable and read again; at the end or on an
                 # error, gevent's recv reports which.
                 try:
-                    if raw is not None:
-                        view, area = read_buffer()
-                        data = view[:raw.recv_into(area)].tobytes()
-                    else:
-                        data = None
+                    data = None if recv_into is None else view[:recv_into(area)].tobytes()
                 except BlockingIOError:
                     try:
                         if wait_readable(sock):
@@ -229,15 +238,45 @@ class GreenSession(Session):
                         return
             watched[me] = self
             try:
-                if data:
+                if data is None or data:
                     self.feed(data)
                     if self.track_messages:
                         self._note_message()
-                self._run_calls(me)
+                if self._calls:
+                    self._run_calls(me)
             except Exception as exc:  # never let an error escape into the hub
                 self._internal_error(exc)
             finally:
                 watched.pop(me, None)
+
+    def _read_rest_green(self, raw: Any, sock: Any) -> bool:
+        """:meth:`Session._read_rest` for the reader greenlet: fill the
+        broker's buffer from gevent's non-blocking socket, and when it is
+        empty wait (this greenlet only) until it is readable. True once the
+        message is complete; False when the connection ended or cannot be
+        waited on (the read loop's plain path then finds out why)."""
+        assembly = self.broker.message_buffer()
+        size = transport.READ_SIZE
+        recv_into = raw.recv_into
+        while True:
+            try:
+                done = assembly.fill(recv_into, size, 0, 0)
+            except OSError as exc:
+                self._lost(f"read failed: {exc}", exc)
+                return False
+            if done:
+                return True
+            if done is not None:
+                self._lost("closed by peer", None)
+                return False
+            if assembly.filled and self.track_messages and self.message_started is None:
+                self.message_started = time.monotonic()  # a message begun waits
+            try:
+                if wait_readable(sock) and not self._lost_done:
+                    continue
+            except OSError:  # closed while waiting
+                pass
+            return False
 
     def _note_message(self) -> None:
         """Remember when the message now arriving began (None: none is)."""
@@ -259,8 +298,10 @@ class GreenSession(Session):
                 try:
                     if offload is not None and (offload.everything or is_blocking(call.method)):
                         result = offload.submit(call.method, call.args, call.kwargs)
-                    else:
+                    elif call.kwargs:
                         result = call.method(*call.args, **call.kwargs)
+                    else:
+                        result = call.method(*call.args)
                 except BaseException as exc:
                     self._log_failure(call, exc)
                     self._reply(call, exc, False)
@@ -280,7 +321,12 @@ class GreenSession(Session):
             if self._reader is me:
                 self._batching = False
         if queue and self._reader is me and not self._draining:
-            with self._send_mutex:  # _write_or_hand_off() written out
+            # _write_or_hand_off() written out; a write that does not wait
+            # never switches, so a free send lock need not be taken
+            if self._send_mutex.locked():
+                with self._send_mutex:
+                    self._write_queue_nowait()
+            else:
                 self._write_queue_nowait()
             if queue and not self._lost_done:
                 if len(queue) >= self._check_unsent_at:

@@ -16,7 +16,10 @@ the broker produces:
 * **Reading** is the subclass's policy: :class:`~syncpb.green.GreenSession`
   (the server's) has a reader greenlet; :class:`~syncpb.threaded.ThreadedSession`
   (every client connection) lets waiting threads take turns reading, while
-  greenlets only wait. Both hand received bytes to :meth:`Session.feed`.
+  greenlets only wait. Both hand received bytes to :meth:`Session.feed`;
+  while messages arrive in pieces (the broker's ``assemble``), they read
+  straight into the broker's buffer instead, a message's pieces with no
+  bytes object, event or lock each, and feed it once (``feed(None)``).
 * **Incoming calls** go to :meth:`Session._dispatch` (a greenlet per call,
   or the ordered thread dispatcher) and run :meth:`Session.run_call`; a
   method may return a Deferred, answered when it fires (from any thread).
@@ -41,6 +44,7 @@ from .errors import (STALE_REFERENCE, BananaError, CallTimeout, ConnectionLost,
 from .failure import Failure
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
+from . import transport
 from .transport import read_buffer, send_pieces, send_pieces_nowait
 from .waiting import real
 
@@ -292,26 +296,29 @@ class Session:
         queue = self._queue
         sock = self._raw_sock if self._raw_sock is not None else self.sock
         while queue:
-            pieces = queue[:]
-            del queue[:len(pieces)]
             try:
-                if len(pieces) == 1:  # the usual small message, written out
-                    data = pieces[0]
+                if len(queue) == 1:  # the usual small message, written out
+                    data = queue[0]
                     try:
                         sent = sock.send(data, _DONTWAIT)
                     except BlockingIOError:
                         sent = 0
-                    left = [memoryview(data)[sent:]] if sent < len(data) else []
+                    if sent < len(data):
+                        queue[0] = memoryview(data)[sent:]
+                        return
+                    del queue[0]  # (another thread may have appended meanwhile)
                 else:  # large payloads go out from where they are (sendmsg)
+                    pieces = queue[:]
+                    del queue[:len(pieces)]
                     left = send_pieces_nowait(sock, pieces, _DONTWAIT)
+                    if left:
+                        queue[0:0] = left
+                        return
             except OSError as exc:
                 queue.clear()
                 self._lost(f"write failed: {exc}", exc)
                 return
-            if left:
-                queue[0:0] = left
-                return
-            if getattr(sock, "backlog", 0):
+            if self._raw_sock is None and getattr(sock, "backlog", None):
                 # a wrapping stream (TLS) took it all but still holds bytes to
                 # write: an empty piece makes the next blocking write flush them
                 queue.insert(0, b"")
@@ -339,29 +346,33 @@ class Session:
 
     # ------------------------------------------------------------ incoming
 
-    def feed(self, data: bytes) -> None:
-        """Process received bytes: resolve answers, dispatch calls."""
+    def feed(self, data: Optional[bytes]) -> None:
+        """Process received bytes (None: the message :meth:`_read_rest`
+        completed): resolve answers, dispatch calls."""
+        answers: List[Tuple[Any, Any, bool]] = []
+        violation: Optional[ProtocolViolation] = None
+        ready = False
         with self._lock:
             broker = self.broker
-            events = broker.receive_data(data)
+            events = broker.receive_data(data) if data is not None else broker.receive_buffered()
             if broker.has_output:
                 self._queue.extend(broker.pieces_to_send())
-            answers: List[Tuple[Any, Any, bool]] = []
-            violation: Optional[ProtocolViolation] = None
             for event in events:
                 kind = type(event)
-                if kind is AnswerReceived or kind is ErrorReceived:
+                if kind is CallReceived:
+                    self._dispatch(event)  # under the lock: calls start in arrival order
+                elif kind is AnswerReceived or kind is ErrorReceived:
                     d = self._pending.pop(event.request_id, None)
                     if d is not None:
                         answers.append((d, event.value if kind is AnswerReceived else event.error,
                                         kind is AnswerReceived))
-                elif kind is CallReceived:
-                    self._dispatch(event)  # under the lock: calls start in arrival order
                 elif kind is ProtocolViolation:
                     violation = event
+                elif kind is Ready:
+                    ready = True
         if self._queue:
             self._flush()
-        if events and type(events[0]) is Ready and not self.ready.called:
+        if ready and not self.ready.called:
             self.ready.callback(True)  # (a failed first write may have ended it)
         for d, value, ok in answers:
             if ok:
@@ -392,6 +403,27 @@ class Session:
             self._lost("closed by peer", None)
             return None
         return data
+
+    def _read_rest(self, sock: Any, flags: int) -> Optional[bool]:
+        """Read into the broker's buffer while it says so (``assemble``):
+        True once a message is complete (then ``feed(None)``); False when
+        the socket has nothing more now (``flags`` MSG_DONTWAIT; with 0, it
+        waits); None when the connection has ended (it is torn down)."""
+        assembly = self.broker.message_buffer()
+        size = transport.READ_SIZE
+        try:
+            done = assembly.fill(sock.recv_into, size, flags, _DONTWAIT)
+            while done is None and not flags:  # all read is framed now: the next read waits
+                done = assembly.fill(sock.recv_into, size, flags, _DONTWAIT)
+        except OSError as exc:
+            self._lost(f"read failed: {exc}", exc)
+            return None
+        if done is None:
+            return False
+        if not done:
+            self._lost("closed by peer", None)
+            return None
+        return True
 
     def _closed_before_handshake(self, failure: Failure) -> None:
         """A peer left before the PB handshake (a port probe, a health check,

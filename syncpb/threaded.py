@@ -59,7 +59,8 @@ from .errors import (STALE_REFERENCE, CallTimeout, ConnectionLost, DeadReference
                      format_seconds)
 from .greencallers import GreenCallers
 from .osthreads import OSThread
-from .session import Session, _allocate_lock, _get_ident
+from .session import _DONTWAIT, Session, _allocate_lock, _get_ident
+from .transport import read_buffer
 from .waiting import Wakeup, cooperative_hub, poll_readable
 
 __all__ = ["ThreadedSession"]
@@ -101,7 +102,8 @@ class _Follower:
 
     def callback(self, value: Any) -> None:
         self.value, self.ok, self.done = value, True, True
-        self.wake()
+        if self.lock is not None:  # it sleeps (else it sees ``done`` before it would)
+            self.wake()
 
     def errback(self, failure: Any) -> None:
         self.value, self.ok, self.done = failure.value, False, True
@@ -240,7 +242,12 @@ class ThreadedSession(GreenCallers, Session):
                 self._queue.extend(pieces)
         if direct:
             try:
-                self._write(pieces)
+                if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
+                    self.sock.sendall(pieces[0])
+                else:
+                    self._write(pieces)
+            except OSError as exc:
+                self._lost(f"write failed: {exc}", exc)
             finally:
                 send_mutex.release()
             if self._queue:  # queued by a finalizer while we wrote
@@ -364,11 +371,15 @@ class ThreadedSession(GreenCallers, Session):
     def _lead(self, me: _Follower, deadline: Optional[float],
               interruptible: bool = False) -> None:
         """Read until ``me`` is done. A blocking call's answer comes over the
-        socket, so it just reads; an ``interruptible`` waiter (a Deferred
-        settled by anything) also wakes on the pipe (see :meth:`_poke`)."""
-        sock = self.sock
+        socket, so it just reads (in recv); a call with a ``deadline`` or an
+        ``interruptible`` waiter (a Deferred settled by anything, which
+        also wakes on the pipe: see :meth:`_poke`) polls first."""
+        sock, broker, reads_into = self.sock, self.broker, self._reads_into
+        polls = deadline is not None or interruptible
+        fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
+        view, area = read_buffer()
         while not me.done and not self._lost_done:
-            if deadline is not None or interruptible:
+            if polls:
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
                     return
@@ -386,11 +397,31 @@ class ThreadedSession(GreenCallers, Session):
                     continue
                 if not ready:
                     return
-            data = self._recv(sock)  # the hot loop of a blocking call: one helper only
-            if data is None:
-                return
-            if not data:
-                continue
+            data: Optional[bytes]
+            if broker.assemble and reads_into:  # messages come in pieces here
+                done = self._read_rest(sock, fill_flags)
+                if done is None:
+                    return
+                if not done:
+                    continue  # (the loop waits for more)
+                data = None  # the message is in the broker's buffer
+            elif reads_into:  # the hot loop of a blocking call: _recv() written out
+                try:
+                    data = view[:sock.recv_into(area)].tobytes()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
+                data = self._recv(sock)
+                if data is None:
+                    return
+                if not data:
+                    continue
             try:
                 self.feed(data)
             except Exception as exc:
@@ -398,11 +429,18 @@ class ThreadedSession(GreenCallers, Session):
                 return
 
     def _receive_once(self, sock: Any) -> bool:
-        data = self._recv(sock)
-        if data is None:
-            return False
-        if not data:
-            return True
+        data: Optional[bytes]
+        if self.broker.assemble and self._reads_into:
+            done = self._read_rest(sock, _DONTWAIT)  # what is there now
+            if not done:
+                return done is not None
+            data = None
+        else:
+            data = self._recv(sock)
+            if data is None:
+                return False
+            if not data:
+                return True
         try:
             self.feed(data)
         except Exception as exc:  # a bug of ours ends this connection, not the caller

@@ -339,8 +339,10 @@ def _sendall(sock: Any, data: Union[bytes, memoryview]) -> None:
     sock.sendall(data)
 
 
-#: The most one read takes. Large: a big message then arrives in one read
-#: or a few, instead of as many 64 KiB pieces to hold and join.
+#: The most one read takes: into the reused buffer (:func:`read_buffer`, of
+#: this size), or into a broker's buffer for a message arriving in pieces.
+#: Large: a big message then arrives in one read or a few, instead of as
+#: many 64 KiB pieces to hold and join.
 READ_SIZE = 1024 * 1024
 _buffers = real("_thread", "_local")()  # per OS thread, also under monkey-patching
 

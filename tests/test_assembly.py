@@ -1,0 +1,454 @@
+"""Messages read into one buffer: syncpb.assembly and the sessions' loops.
+
+Once a message arrives in pieces, a session reads the rest of it (and,
+while messages keep coming in pieces, the next ones) straight into the
+broker's buffer (``Broker.message_buffer``, ``Assembly.fill``) and hands
+the whole message over once (``Broker.receive_buffered``). These tests
+hold that path to the same results as ``receive_data``, the reference:
+
+* at the broker: every recorded stream and seeded mutations of it, read
+  with random read sizes, with the socket running dry at random points
+  and with bytes fed the plain way in between, give exactly the events
+  and output of the stream fed whole;
+* over real sockets: a message cut at every point, every read capped at a
+  few bytes, trailing bytes of the next message, a long string assembled
+  from the pieces, a peer that closes mid-message or never finishes one.
+
+Nothing here sleeps: each piece is written before the read that takes it,
+and every wait is bounded by a socket timeout or a call timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from typing import Any, List, Optional, Tuple
+
+import pytest
+
+import syncpb
+from syncpb import assembly, banana, transport
+from syncpb.broker import Broker, Limits
+from syncpb.errors import BananaError
+from syncpb.jelly import SecurityOptions
+from syncpb.threaded import ThreadedSession
+
+from brokerpair import connected_pair
+from rawpeer import WAIT, Closed, HostileServer, RawPeer, message
+from test_split_invariance import AnyRoot, mutate, picture, without_counts
+from vectors import scenario_names, stream
+
+pytestmark = pytest.mark.timeout(120)
+
+DONTWAIT = int(socket.MSG_DONTWAIT)
+STREAMS = [(name, direction) for name in scenario_names() for direction in ("c2s", "s2c")]
+
+
+# ---------------------------------------------------------------- the broker
+
+
+class Source:
+    """A stand-in for a socket's ``recv_into``: hands out ``data`` in reads
+    of the sizes ``rng`` picks, and now and then runs dry (BlockingIOError)
+    when the caller must not wait (``flags`` holds MSG_DONTWAIT)."""
+
+    def __init__(self, data: bytes, rng: random.Random) -> None:
+        self.data, self.pos, self.rng = data, 0, rng
+
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, size: int) -> bytes:
+        piece = self.data[self.pos:self.pos + size]
+        self.pos += len(piece)
+        return piece
+
+    def recv_into(self, view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        if flags & DONTWAIT and self.rng.random() < 0.3:
+            raise BlockingIOError
+        piece = self.take(min(len(view), self.rng.choice((1, 2, 3, 7, 20, 64, 300, 5000))))
+        view[:len(piece)] = piece
+        return len(piece)
+
+
+def new_broker(is_client: bool) -> Broker:
+    return (Broker(is_client=True, security=SecurityOptions()) if is_client
+            else Broker(root=AnyRoot(), limits=Limits()))
+
+
+def run_whole(data: bytes, is_client: bool) -> Tuple[List[Any], Any]:
+    broker = new_broker(is_client)
+    out = broker.data_to_send()
+    events = [picture(e) for e in broker.receive_data(data)] if data else []
+    out += broker.data_to_send()
+    return events, without_counts(banana.Decoder().feed(out))
+
+
+def run_buffered(data: bytes, is_client: bool, rng: random.Random) -> Tuple[List[Any], Any]:
+    """Read ``data`` as a session does: the plain way until a message comes
+    in pieces, then into the broker's buffer while it says so; sometimes
+    the plain way in between (bytes a wrapping stream or another reader
+    hands over), which must land in the same buffer."""
+    broker = new_broker(is_client)
+    out = broker.data_to_send()
+    events: List[Any] = []
+    source = Source(data, rng)
+    size = rng.choice((1, 5, 64, 1460, 1 << 20))  # transport.READ_SIZE
+    while True:
+        if broker.assemble and (rng.random() < 0.9 or not source.left()):
+            done = broker.message_buffer().fill(source.recv_into, size, 0, DONTWAIT)
+            if done:
+                events += [picture(e) for e in broker.receive_buffered()]
+            elif done is not None:
+                break  # the end of the stream
+        elif not source.left():
+            break
+        else:
+            events += [picture(e) for e in broker.receive_data(source.take(
+                rng.choice((1, 3, 20, 300, 1 << 20))))]
+        out += broker.data_to_send()
+    out += broker.data_to_send()
+    return events, without_counts(banana.Decoder().feed(out))
+
+
+@pytest.mark.parametrize("name,direction", STREAMS)
+def test_recorded_streams_read_into_the_buffer_decode_as_whole(name, direction):
+    data, _ = stream(name, direction)
+    rng = random.Random(f"assembly/{name}/{direction}")
+    whole = run_whole(data, direction == "s2c")
+    for _ in range(5):
+        assert run_buffered(data, direction == "s2c", rng) == whole
+
+
+@pytest.mark.parametrize("name,direction", STREAMS)
+def test_mutated_streams_read_into_the_buffer_decode_as_whole(name, direction):
+    data, _ = stream(name, direction)
+    rng = random.Random(f"assembly-mutated/{name}/{direction}")
+    for _ in range(15):
+        bad = mutate(rng, data)
+        assert run_buffered(bad, direction == "s2c", rng) == run_whole(bad, direction == "s2c")
+
+
+class Echo(syncpb.Root):
+    def remote_echo(self, value: Any) -> Any:
+        return value
+
+
+def call_bytes(*args: Any) -> bytes:
+    _, client = connected_pair(Echo())
+    client.call(b"root", "echo", args)
+    return client.data_to_send()
+
+
+def test_a_message_in_pieces_turns_buffered_reading_on_and_a_whole_one_off():
+    server, _ = connected_pair(Echo())
+    first, second = call_bytes(b"x" * 100), call_bytes(7)
+    assert not server.assemble
+    assert server.receive_data(first[:10]) == [] and server.assemble  # under way
+    assert server.message_under_way
+    (call,) = server.receive_data(first[10:])
+    assert call.args == (b"x" * 100,)
+    assert server.assemble and not server.message_under_way  # the next is framed first
+    (call,) = server.receive_data(second)  # it came whole
+    assert call.args == (7,) and not server.assemble
+
+
+def read_all(broker: Broker, source: Source) -> List[Any]:
+    events: List[Any] = []
+    while source.left() or broker.message_under_way:
+        if broker.assemble:
+            if broker.message_buffer().fill(source.recv_into, 1460, 0, DONTWAIT):
+                events += broker.receive_buffered()
+        else:
+            events += broker.receive_data(source.take(1000))
+    return events
+
+
+def test_a_long_string_is_cut_out_of_the_buffer():
+    server, _ = connected_pair(Echo())
+    payload = os.urandom(100 * 1024)  # assembled from the buffer on its own
+    events = read_all(server, Source(call_bytes(payload) + call_bytes(1), random.Random(3)))
+    assert [e.args for e in events] == [(payload,), (1,)]
+    assert type(events[0].args[0]) is bytes
+
+
+@pytest.mark.parametrize("buffered", [False, True])
+def test_nothing_of_a_message_in_pieces_is_kept_once_decoded(buffered):
+    server, _ = connected_pair(Echo())
+    data = call_bytes(os.urandom(40 * 1024))  # a long string: cut out, handed over
+    if buffered:
+        events = read_all(server, Source(data, random.Random(8)))
+    else:
+        events = server.receive_data(data[:1000]) + server.receive_data(data[1000:])
+    assert len(events) == 1
+    reader = server._reader
+    assert reader.long_strings is None and len(reader.buf) == 0
+
+
+def test_a_buffer_is_recycled_and_never_held_while_waiting(monkeypatch):
+    monkeypatch.setattr(assembly, "_spare", [])
+    server, _ = connected_pair(Echo())
+    events = read_all(server, Source(call_bytes(b"s" * 3000), random.Random(4)))
+    assert [e.args for e in events] == [(b"s" * 3000,)]
+    ((spare, _),) = assembly._spare  # its buffer, copied out of: kept for the next
+    assert server.assemble  # the next message is read into the buffer
+    idle = server.message_buffer()
+
+    def nothing(view: memoryview, nbytes: int = 0, flags: int = 0) -> int:
+        raise BlockingIOError
+
+    assert idle.fill(nothing, 1460, DONTWAIT, DONTWAIT) is None
+    assert idle._view is None and assembly._spare[0][0] is spare  # an idle one holds none
+    assert not server.message_under_way
+    source = Source(call_bytes(5), random.Random(5))
+    assert idle.fill(source.recv_into, 1460, 0, 0)
+    assert idle._view.obj is spare and assembly._spare == []
+    (call,) = server.receive_buffered()
+    assert call.args == (5,) and assembly._spare[0][0] is spare
+
+
+def test_a_message_that_outgrows_the_buffer_goes_on_as_chunks():
+    server, _ = connected_pair(Echo())
+    big = [list(range(50)) for _ in range(1500)]  # well over one buffer, in small tokens
+    data = call_bytes(big) + call_bytes(2)
+    server.assemble = True  # as after a message in pieces
+    source = Source(data, random.Random(6))
+    assert server.message_buffer().fill(source.recv_into, 1460, 0, 0)  # full
+    assert server.receive_buffered() == [] and server.message_under_way
+    assert not server.assemble  # the rest is read the plain way
+    events = []
+    while source.left():
+        events += server.receive_data(source.take(5000))
+    assert [e.args for e in events] == [(big,), (2,)]
+
+
+def test_bytes_fed_the_plain_way_past_the_buffer_s_room_go_on_as_chunks():
+    server, _ = connected_pair(Echo())
+    payload = b"p" * 100_000
+    data = call_bytes(payload)
+    assert server.receive_data(data[:100]) == [] and server.assemble
+    buffered = server.message_buffer()
+    assert buffered.append(data[100:200]) is False  # (read elsewhere, into the buffer)
+    (call,) = server.receive_data(data[200:])  # more than fits: spilled, then chunks
+    assert call.args == (payload,) and server._assembly is None
+    # chunks fed while a buffer was due, more than it takes: no buffer then
+    server.receive_data(data[:100])
+    server.receive_data(data[100:50_000])
+    overfull = server.message_buffer()
+    assert overfull.fill(Source(b"", random.Random(7)).recv_into, 1460, 0, 0)
+    assert server.receive_buffered() == [] and not server.assemble
+    (call,) = server.receive_data(data[50_000:])
+    assert call.args == (payload,)
+
+
+def test_a_framing_error_in_the_buffer_is_the_broker_s_violation():
+    server, _ = connected_pair(Echo())
+    good = call_bytes(b"y" * 50)
+    server.receive_data(good[:5])
+    bad = good[5:20] + b"\xff" + good[21:]
+    source = Source(bad, random.Random(1))
+    assert server.message_buffer().fill(source.recv_into, 1 << 20, 0, DONTWAIT)
+    (violation,) = server.receive_buffered()
+    assert isinstance(violation.error, BananaError) and "type byte 0xff" in str(violation.error)
+    assert not server.assemble and not server.message_under_way
+
+
+def test_the_pure_framer_keeps_no_view_of_a_buffer_it_was_given():
+    framer = banana.PyFramer()
+    buffer = bytearray(banana.encode([b"abc", 1]))
+    view = memoryview(buffer)
+    assert framer.feed(view[:1]) is None  # a header cut after its prefix... or before
+    assert framer.feed(view[1:3]) is None
+    buffer_copy = bytes(buffer)
+    buffer[:] = b"\x00" * len(buffer)  # the caller reuses its buffer
+    assert framer.feed(buffer_copy[3:]) == len(buffer_copy) - 3
+
+
+# ---------------------------------------------------------------- over real sockets
+
+
+class Pair:
+    """A client ThreadedSession on one end of a socket pair and an
+    in-memory server broker answering on the other; each test writes the
+    server's bytes itself, in the pieces it wants, before reading them."""
+
+    def __init__(self) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.theirs.settimeout(WAIT)
+        self.server = Broker(root=Echo())
+        self.theirs.sendall(self.server.data_to_send())
+        self.session = ThreadedSession(self.ours, Broker(is_client=True), "pair")
+        assert self.session._receive_once(self.ours)  # the offer
+        self.server.receive_data(self.theirs.recv(65536))
+        self.server.data_to_send()  # (our version: written below with the answers)
+        self.root = self.session.root_reference()
+
+    def answer_bytes(self, request_id: int, value: Any) -> bytes:
+        self.server.answer(request_id, value)
+        return self.server.data_to_send()
+
+    def read(self) -> bool:
+        """One read of the background reader (takes what is there, never waits)."""
+        return self.session._receive_once(self.ours)
+
+    def close(self) -> None:
+        self.session.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def pair():
+    made = Pair()
+    yield made
+    made.close()
+
+
+@pytest.mark.parametrize("read_size", [5, 1 << 20])
+def test_an_answer_cut_at_every_point_is_read_into_the_buffer(pair, monkeypatch, read_size):
+    monkeypatch.setattr(transport, "READ_SIZE", read_size)  # each read into the buffer
+    value = [b"records", list(range(40)), "text", 2.5]
+    cut, request_id = 1, 0
+    while True:
+        request_id += 1
+        deferred = pair.root.callRemote("echo", value)  # (the server answers it by its id)
+        data = pair.answer_bytes(request_id, value)
+        if cut >= len(data):  # (the last one whole)
+            pair.theirs.sendall(data)
+            while not deferred.called:
+                assert pair.read()
+            assert deferred.result(timeout=0) == value
+            break
+        pair.theirs.sendall(data[:cut])
+        assert pair.read()
+        assert not deferred.called  # half an answer
+        pair.theirs.sendall(data[cut:])
+        while not deferred.called:
+            assert pair.read()
+        assert deferred.result(timeout=0) == value
+        assert pair.session.broker.assemble  # in pieces: the next is read into the buffer
+        cut += 1
+    assert cut > 100  # every point of an answer of over 100 bytes
+
+
+def test_trailing_bytes_of_the_next_answer_stay_in_the_buffer(pair, monkeypatch):
+    monkeypatch.setattr(transport, "READ_SIZE", 3)
+    first, second = pair.root.callRemote("echo", b"one"), pair.root.callRemote("echo", b"two")
+    data = pair.answer_bytes(1, b"one") + pair.answer_bytes(2, b"two")
+    pair.theirs.sendall(data[:4])
+    assert pair.read()
+    pair.theirs.sendall(data[4:len(data) - 2])
+    assert pair.read()
+    assert first.result(timeout=0) == b"one" and not second.called
+    pair.theirs.sendall(data[len(data) - 2:])
+    assert pair.read()
+    assert second.result(timeout=0) == b"two"
+
+
+def test_the_end_of_the_stream_in_the_middle_of_a_message_loses_the_connection(pair):
+    deferred = pair.root.callRemote("echo", b"z" * 100)
+    data = pair.answer_bytes(1, b"z" * 100)
+    pair.theirs.sendall(data[:20])
+    assert pair.read()
+    pair.theirs.shutdown(socket.SHUT_WR)
+    assert not pair.read()  # the end: the connection is torn down
+    with pytest.raises(syncpb.ConnectionLost):
+        deferred.result(timeout=WAIT)
+
+
+@pytest.fixture
+def small_reads(monkeypatch):
+    """Cap every read of sessions made from now on (a new thread's read
+    buffer, and every read into a broker's buffer) at ``size`` bytes."""
+    def cap(size: int) -> None:
+        monkeypatch.setattr(transport, "READ_SIZE", size)
+    return cap
+
+
+def in_new_thread(func: Any) -> Any:
+    """Run ``func()`` in a fresh thread (its read buffer made at today's
+    READ_SIZE) and return what it returned, or raise what it raised."""
+    result: List[Any] = []
+
+    def body() -> None:
+        try:
+            result.append((True, func()))
+        except BaseException as exc:  # handed back to the test
+            result.append((False, exc))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(90)
+    assert result, "the thread did not finish"
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+@pytest.mark.parametrize("size", [1, 7, 1460])
+def test_calls_and_answers_in_capped_reads_on_both_sides(server_factory, small_reads, size):
+    small_reads(size)
+    _, address = server_factory(Echo())  # its hub thread's reads: capped too
+    records = [{"id": i, "name": f"name-{i:06d}", "score": i / 3, "tags": ["a", "bb", "c"]}
+               for i in range(40 if size > 1 else 5)]
+    blob = os.urandom(200 * 1024 if size > 1 else 40 * 1024)  # a long string: cut from the buffer
+
+    def client() -> None:
+        with syncpb.connect(address, timeout=WAIT) as conn:
+            for _ in range(3):
+                assert conn.root.echo(records) == records
+                assert conn.root.echo(blob) == blob
+                assert conn.root.echo(1) == 1  # small ones after split ones
+                assert conn.root.callRemote("echo", records).result(timeout=WAIT) == records
+            assert conn.root.callRemote("echo", blob).result(timeout=WAIT) == blob
+    in_new_thread(client)
+
+
+def test_pipelined_calls_with_reads_cut_across_them(server_factory, small_reads):
+    small_reads(9)
+    _, address = server_factory(Echo())
+    with RawPeer(address) as peer:
+        peer.handshake()
+        calls = b"".join(message(i, b"root", b"echo", [b"tuple", b"v" * (i * 13)])
+                         for i in range(1, 21))
+        peer.send(calls)
+        for i in range(1, 21):
+            assert peer.read_message() == [b"answer", i, b"v" * (i * 13)]
+
+
+def test_a_peer_that_never_finishes_a_split_message_is_closed(server_factory, small_reads,
+                                                               caplog):
+    small_reads(16)
+    _, address = server_factory(Echo(), message_timeout=0.3)
+    with caplog.at_level(logging.WARNING, logger="syncpb"):
+        with RawPeer(address) as peer:
+            peer.handshake()
+            assert peer.call_and_read(b"echo", b"w" * 200) == [b"answer", 1, b"w" * 200]
+            half = message(2, b"root", b"echo", [b"tuple", b"w" * 200])
+            peer.send(half[:len(half) // 2])  # read into the buffer, then never the rest
+            assert peer.read_until_closed() == []
+    assert any("left incomplete for over 0.3 s" in r.getMessage() for r in caplog.records)
+
+
+def test_a_server_that_closes_mid_answer_fails_the_call(small_reads):
+    small_reads(4)
+
+    def script(stream: Any) -> None:
+        from rawpeer import read_choice_and_version
+        stream.send(banana.offer())
+        read_choice_and_version(stream)
+        stream.send(banana.encode([b"version", 6]))
+        stream.read_message()  # the call
+        answer = banana.encode([b"answer", 1, [b"list", *[b"q" * 30] * 20]])
+        stream.send(answer[:len(answer) // 2])
+        stream.close()  # and then the end
+
+    with HostileServer(script) as server:
+        def client() -> None:
+            with syncpb.connect(server.address, timeout=WAIT) as conn:
+                with pytest.raises(syncpb.ConnectionLost):
+                    conn.root.callRemote("anything").result(timeout=WAIT)
+        in_new_thread(client)
