@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def test_calculator_demo_runs_and_stops_its_servers():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "calculator" / "demo.py")],
+def demo(name: str) -> "subprocess.CompletedProcess[str]":
+    """Run examples/NAME/demo.py to its end; it must succeed."""
+    result = subprocess.run([sys.executable, str(EXAMPLES / name / "demo.py")],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_calculator_demo_runs_and_stops_its_servers():
+    result = demo("calculator")
     out = result.stdout
     assert out.count("started calc-") == 3
     for kind in ("tcp", "unix", "tls"):  # one server on each kind of listener
@@ -24,9 +34,7 @@ def test_calculator_demo_runs_and_stops_its_servers():
 
 
 def test_scoreboard_demo_uses_every_flavor_and_stops_its_server():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "scoreboard" / "demo.py")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = demo("scoreboard")
     out = result.stdout
     assert "scoreboard copy: RemoteScoreboard, leader nobody yet" in out
     assert "submitted: ann: 450 points (rank 1); leader now ann with 450" in out
@@ -38,9 +46,7 @@ def test_scoreboard_demo_uses_every_flavor_and_stops_its_server():
 
 
 def test_pbecho_demo_logs_in_echoes_and_logs_out():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "pbecho" / "demo.py")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = demo("pbecho")
     out = result.stdout
     assert "wrong password: refused (UnauthorizedLogin)" in out
     assert out.count("server echoed: hello") == 2
@@ -51,9 +57,7 @@ def test_pbecho_demo_logs_in_echoes_and_logs_out():
 
 
 def test_dbapi_demo_stores_looks_up_and_rolls_back():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "dbapi" / "demo.py")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = demo("dbapi")
     out = result.stdout
     assert "stored 100 keys; key-042 -> value-42, key-999 -> None" in out
     assert "count (callback style): 100 keys" in out
@@ -67,9 +71,7 @@ def test_dbapi_demo_stores_looks_up_and_rolls_back():
 
 
 def test_tls_unix_demo_logs_in_by_certificate():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "tls-unix" / "demo.py")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = demo("tls-unix")
     out = result.stdout
     assert "certificates: ca.pem ca.key server.pem server.key client.pem client.key" in out
     assert "notes server at tls+unix://DIR/pb.sock (DIR: a temporary directory)" in out
@@ -87,9 +89,6 @@ def test_tls_unix_demo_logs_in_by_certificate():
 
 def _haproxy() -> str:
     """haproxy's path; without it the test skips, or fails under CI=true."""
-    import os
-    import shutil
-    import pytest
     found = shutil.which("haproxy") or next(
         (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
         None)
@@ -103,9 +102,7 @@ def _haproxy() -> str:
 
 def test_haproxy_demo_balances_connections_and_follows_health_checks():
     _haproxy()
-    result = subprocess.run([sys.executable, str(EXAMPLES / "haproxy" / "demo.py")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = demo("haproxy")
     out = result.stdout
     assert "health checks say calc-1, calc-2, calc-3 are UP" in out
     assert "6 connections reached: calc-1 calc-2 calc-3 calc-1 calc-2 calc-3" in out
