@@ -9,10 +9,8 @@ the broker produces:
 * **Broker state** is guarded by one real lock held only for pure
   computation (never across I/O, never while user code runs), so any
   thread or greenlet may call, answer or release.
-* **Writing.** Bytes the broker produces are moved, under that lock, onto a
-  FIFO queue; whoever holds the send lock drains it. The order in which
-  messages were encoded is the order they go out (a ``decref`` can never
-  overtake the message that still names the object).
+* **Writing.** Bytes the broker produces go out through one FIFO queue, in
+  the order they were encoded (:mod:`syncpb.sendqueue`).
 * **Reading** is the subclass's policy: :class:`~syncpb.green.GreenSession`
   (the server's) has a reader greenlet; :class:`~syncpb.threaded.ThreadedSession`
   (every client connection) lets waiting threads take turns reading, while
@@ -21,8 +19,8 @@ the broker produces:
   straight into the broker's buffer instead, a message's pieces with no
   bytes object, event or lock each, and feed it once (``feed(None)``).
 * **Incoming calls** go to :meth:`Session._dispatch` (a greenlet per call,
-  or the ordered thread dispatcher) and run :meth:`Session.run_call`; a
-  method may return a Deferred, answered when it fires (from any thread).
+  or the ordered thread dispatcher) and run :meth:`Session.run_call`
+  (:mod:`syncpb.incoming`).
 * **Loss.** However the connection ends (peer closed, OS error, protocol
   violation, :meth:`close`), :meth:`_lost` runs once: waiting calls fail
   with :class:`~syncpb.errors.ConnectionLost`, disconnect callbacks run,
@@ -34,7 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 import socket as stdlib_socket
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
                      ProtocolViolation, Ready)
@@ -42,10 +40,13 @@ from .deferred import Deferred
 from .errors import (STALE_REFERENCE, BananaError, CallTimeout, ConnectionLost,
                      DeadReferenceError, Error, ProtocolError)
 from .failure import Failure
+from .incoming import BLOCKING_ATTRIBUTE, MARKS, IncomingCalls, is_blocking
 from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
+from .sendqueue import SendQueue, _Piece
+from .sendqueue import _DONTWAIT as _DONTWAIT  # (threaded.py imports it from here)
 from . import transport
-from .transport import read_buffer, send_pieces, send_pieces_nowait
+from .transport import read_buffer
 from .waiting import real
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
@@ -54,44 +55,16 @@ log = logging.getLogger("syncpb")
 # The size hint for streams that wrap another (TLS): they read into the
 # shared buffer of syncpb.transport.read_buffer() themselves.
 RECV_SIZE = 64 * 1024
-_DONTWAIT = int(stdlib_socket.MSG_DONTWAIT)  # an int: IntFlag arithmetic costs a microsecond
-#: A piece of the send queue: the broker's bytes, or the unsent rest of one.
-_Piece = Union[bytes, memoryview]
-
-
-#: The attribute :func:`syncpb.adapters.blocking` sets on a method that must
-#: run in a thread pool rather than in the hub.
-BLOCKING_ATTRIBUTE = "syncpb_blocking"
-
-
-class _Marks:
-    """Whether anything in this process was ever marked blocking: until then
-    the per-call check costs one attribute read."""
-
-    used = False
-
-
-MARKS = _Marks()
-
-
-def is_blocking(method: Any) -> bool:
-    """True when ``method`` (bound, or a view's ``functools.partial``) was
-    marked with :func:`syncpb.adapters.blocking`."""
-    if not MARKS.used:
-        return False
-    func = getattr(method, "__func__", None)
-    if func is None:
-        inner = getattr(method, "func", None)  # functools.partial: a view_ method
-        func = getattr(inner, "__func__", inner)
-    return BLOCKING_ATTRIBUTE in getattr(func, "__dict__", ())
 
 
 _allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
 
 
-class Session:
-    """One connection: a broker, a socket, the calls in flight.
+class Session(IncomingCalls, SendQueue):
+    """One connection: a broker, a socket, the calls in flight (running the
+    peer's calls: :class:`~syncpb.incoming.IncomingCalls`; writing:
+    :class:`~syncpb.sendqueue.SendQueue`).
 
     Args:
         sock: a connected stream socket.
@@ -255,95 +228,6 @@ class Session:
         """A call was queued by :meth:`call_remote`; write it (policy hook)."""
         self._flush()
 
-    def _enqueue_locked(self) -> None:
-        pieces = self.broker.pieces_to_send()
-        if pieces:
-            self._queue.extend(pieces)
-
-    def _flush(self) -> None:
-        """Write everything queued, in order (under the send lock)."""
-        with self._send_mutex:
-            self._write_queue()
-
-    def _try_flush(self) -> None:
-        """Flush only if no lock is busy (used from finalizers)."""
-        if self._lock.acquire(False):
-            try:
-                self._enqueue_locked()
-            finally:
-                self._lock.release()
-        if self._send_mutex.acquire(False):
-            try:
-                self._write_queue()
-            finally:
-                self._send_mutex.release()
-
-    def _write_queue(self) -> None:
-        """Send the queue in as few writes as possible (send lock held)."""
-        queue = self._queue
-        while queue:
-            # everything queued so far goes out in one write (another thread
-            # may append meanwhile: take a prefix)
-            pieces = queue[:]
-            del queue[:len(pieces)]
-            if not self._write(pieces):
-                queue.clear()
-                return
-
-    def _write_queue_nowait(self) -> None:
-        """Send what the socket takes at once and leave the rest at the head
-        of the queue (send lock held); never waits."""
-        queue = self._queue
-        sock = self._raw_sock if self._raw_sock is not None else self.sock
-        while queue:
-            try:
-                if len(queue) == 1:  # the usual small message, written out
-                    data = queue[0]
-                    try:
-                        sent = sock.send(data, _DONTWAIT)
-                    except BlockingIOError:
-                        sent = 0
-                    if sent < len(data):
-                        queue[0] = memoryview(data)[sent:]
-                        return
-                    del queue[0]  # (another thread may have appended meanwhile)
-                else:  # large payloads go out from where they are (sendmsg)
-                    pieces = queue[:]
-                    del queue[:len(pieces)]
-                    left = send_pieces_nowait(sock, pieces, _DONTWAIT)
-                    if left:
-                        queue[0:0] = left
-                        return
-            except OSError as exc:
-                queue.clear()
-                self._lost(f"write failed: {exc}", exc)
-                return
-            if self._raw_sock is None and getattr(sock, "backlog", None):
-                # a wrapping stream (TLS) took it all but still holds bytes to
-                # write: an empty piece makes the next blocking write flush them
-                queue.insert(0, b"")
-                return
-
-    def _write(self, pieces: Sequence[_Piece]) -> bool:
-        """Send ``pieces`` (send lock held); False if the connection ended."""
-        try:
-            if len(pieces) > 1:
-                send_pieces(self.sock, pieces)
-            elif self._raw_sock is None:  # a plain blocking socket
-                self.sock.sendall(pieces[0])
-            else:  # gevent: one direct send nearly always suffices
-                data = pieces[0]
-                try:
-                    sent = self._raw_sock.send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent < len(data):
-                    self.sock.sendall(memoryview(data)[sent:])
-        except OSError as exc:
-            self._lost(f"write failed: {exc}", exc)
-            return False
-        return True
-
     # ------------------------------------------------------------ incoming
 
     def feed(self, data: Optional[bytes]) -> None:
@@ -435,50 +319,6 @@ class Session:
         """A bug of ours while handling this connection: log it, end only it."""
         log.exception("internal error on PB connection %s", self.name)
         self._lost(f"internal error: {exc}", exc)
-
-    def run_call(self, call: CallReceived) -> None:
-        """Run an incoming call and send its answer (the dispatchers' job)."""
-        offload = self.offload
-        try:
-            if offload is not None and (offload.everything or is_blocking(call.method)):
-                result = offload.submit(call.method, call.args, call.kwargs)
-            else:
-                result = call.method(*call.args, **call.kwargs)
-        except BaseException as exc:
-            self._log_failure(call, exc)
-            self._reply(call, exc, False)
-            return
-        if isinstance(result, Deferred):
-            result.addCallbacks(self._answer_later(call), self._fail_later(call))
-            return
-        self._reply(call, result, True)
-
-    def _answer_later(self, call: CallReceived) -> Callable[[Any], None]:
-        """The callback that answers ``call`` when its Deferred fires."""
-        return lambda value: self._reply(call, value, True)
-
-    def _fail_later(self, call: CallReceived) -> Callable[[Failure], None]:
-        """The errback that fails ``call`` when its Deferred fails."""
-        return lambda failure: self._reply(call, failure.value, False)
-
-    def _log_failure(self, call: CallReceived, exc: BaseException) -> None:
-        if not isinstance(exc, Error):  # an Error is an expected failure, as in Twisted
-            log.warning("remote method %s raised; the peer receives the failure",
-                        getattr(call.method, "__qualname__", "?"), exc_info=exc)
-
-    def _reply(self, call: CallReceived, value: Any, ok: bool) -> None:
-        if not call.answer_required:
-            return
-        with self._lock:
-            if self._lost_done:
-                return
-            broker = self.broker
-            if ok:
-                broker.answer(call.request_id, value, call.perspective)
-            else:
-                broker.fail(call.request_id, value, call.perspective)
-            self._queue.extend(broker.pieces_to_send())
-        self._flush()
 
     # ------------------------------------------------------------ ending
 
