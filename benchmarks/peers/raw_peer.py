@@ -1,8 +1,9 @@
 """raw: length-prefixed echo over plain blocking TCP sockets -- the floor.
 
 Frame: 4-byte big-endian length, then the payload. The server echoes every
-frame back verbatim (no decoding, no dispatch), one thread per connection.
-It is a transport floor only: no serialization happens anywhere.
+frame back verbatim (no decoding, no dispatch), one greenlet per connection
+under gevent, like syncpb's server. It is a transport floor only: no
+serialization happens anywhere.
 
 Payloads (fixed bytes, sized like what PB puts on the wire):
 
@@ -129,14 +130,15 @@ def _handle(sock):
 
 
 def serve(host):
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((host, 0))
-    lsock.listen(128)
-    common.announce(f"tcp://{host}:{lsock.getsockname()[1]}")
-    while True:
-        conn, _ = lsock.accept()
-        threading.Thread(target=_handle, args=(conn,), daemon=True).start()
+    """A gevent server, one greenlet per connection: the same I/O model as
+    syncpb's server (issue 14 defines the floor that way), so the ratio
+    measures PB's own work, not gevent's."""
+    from gevent.server import StreamServer
+
+    server = StreamServer((host, 0), lambda conn, _addr: _handle(conn), backlog=128)
+    server.start()
+    common.announce(f"tcp://{host}:{server.server_port}")
+    server.serve_forever()
 
 
 # ---------------------------------------------------------------- client

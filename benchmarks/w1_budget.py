@@ -1,0 +1,166 @@
+"""Where does a W1 call's time go, side by side with the raw floor?
+
+A benchmark script, not a test. ``run.py``'s W1 reports calls per second;
+this script splits one sequential small call into the CPU each process
+spends on it (user and system time per call, from ``/proc`` and
+``getrusage``), for three servers measured in the same run, each with
+server and client pinned to CPU 0 as in ``run.py``:
+
+* ``syncpb``: ``benchmarks/peer.py server syncpb`` (gevent), client
+  ``root.add(i, 1)`` on ``syncpb.connect``;
+* ``raw``: ``benchmarks/peer.py server raw`` (gevent, echoes 32-byte
+  frames: the floor ``run.py`` measures W1 against), blocking client;
+* ``raw-threads``: the same echo with one OS thread per connection (the
+  floor before 2026-12-06; it shows what gevent's hub costs).
+
+Each figure is the median of ``--rounds`` rounds of ``--calls`` calls
+(bounded by ``--calls``; kinds interleaved). Unlike ``run.py``'s client
+loops, these loops do nothing besides the call, so the absolute rates are
+higher than ``run.py``'s.
+
+    python benchmarks/w1_budget.py [--calls 30000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KINDS = ("syncpb", "raw", "raw-threads")
+FRAME = struct.pack("!I", 32) + b"x" * 32
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def serve_threads() -> None:
+    """The ``raw-threads`` server: echo every frame, a thread per connection."""
+    sys.path.insert(0, HERE)
+    from peers.raw_peer import _handle
+
+    lsock = socket.create_server(("127.0.0.1", 0))
+    print(f"ADDR tcp://127.0.0.1:{lsock.getsockname()[1]}", flush=True)
+    while True:
+        conn, _ = lsock.accept()
+        threading.Thread(target=_handle, args=(conn,), daemon=True).start()
+
+
+def start_server(kind: str) -> Tuple[subprocess.Popen, str]:
+    if kind == "raw-threads":
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve-threads"]
+    else:
+        cmd = [sys.executable, os.path.join(HERE, "peer.py"), "server", kind, "--lifetime", "300"]
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if len(line) != 2 or line[0] != "ADDR":
+        proc.kill()
+        raise SystemExit(f"{kind} server did not start: {line!r}")
+    return proc, line[1]
+
+
+def raw_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    host, _, port = addr[len("tcp://"):].rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = bytearray(len(FRAME))
+    view = memoryview(buf)
+
+    def call() -> None:
+        sock.sendall(FRAME)
+        got = 0
+        while got < len(FRAME):
+            n = sock.recv_into(view[got:])
+            if not n:
+                raise ConnectionError("raw server closed")
+            got += n
+    return call, sock.close
+
+
+def syncpb_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    import syncpb
+
+    conn = syncpb.connect(addr, timeout=10)
+    add = conn.root.add
+    counter = [0]
+
+    def call() -> None:
+        counter[0] += 1
+        if add(counter[0], 1) != counter[0] + 1:
+            raise AssertionError("wrong answer")
+    return call, conn.close
+
+
+def proc_cpu(pid: int) -> Tuple[float, float]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def one_round(kind: str, calls: int) -> Dict[str, float]:
+    proc, addr = start_server(kind)
+    try:
+        call, close = (syncpb_caller if kind == "syncpb" else raw_caller)(addr)
+        try:
+            for _ in range(min(2000, calls)):  # warm up
+                call()
+            s0, c0 = proc_cpu(proc.pid), resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                call()
+            elapsed = time.perf_counter() - t0
+            s1, c1 = proc_cpu(proc.pid), resource.getrusage(resource.RUSAGE_SELF)
+        finally:
+            close()
+    finally:
+        proc.kill()
+        proc.wait()
+    per = 1e6 / calls
+    return {"calls/s": calls / elapsed, "wall": elapsed * per,
+            "client user": (c1.ru_utime - c0.ru_utime) * per,
+            "client sys": (c1.ru_stime - c0.ru_stime) * per,
+            "server user": (s1[0] - s0[0]) * per, "server sys": (s1[1] - s0[1]) * per}
+
+
+def main(argv: Any = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=30000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--serve-threads", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve_threads:
+        serve_threads()
+        return 0
+    os.sched_setaffinity(0, {0})
+    results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
+    for r in range(args.rounds):
+        for kind in KINDS:
+            results[kind].append(one_round(kind, args.calls))
+            print(f"round {r + 1} {kind}: {results[kind][-1]['calls/s']:,.0f} calls/s",
+                  file=sys.stderr)
+    cols = ["calls/s", "wall", "client user", "client sys", "server user", "server sys"]
+    print(f"{args.calls:,} sequential add calls per round, median of {args.rounds} rounds;"
+          " times in µs per call (CPU 0 for both processes)\n")
+    print("| server | " + " | ".join(cols) + " |")
+    print("|---|" + "---:|" * len(cols))
+    med = {k: {c: statistics.median(x[c] for x in results[k]) for c in cols} for k in KINDS}
+    for kind in KINDS:
+        cells = [f"{med[kind][c]:,.0f}" if c == "calls/s" else f"{med[kind][c]:.1f}" for c in cols]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    print()
+    for floor in ("raw", "raw-threads"):
+        print(f"syncpb / {floor}: {med['syncpb']['calls/s'] / med[floor]['calls/s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
