@@ -24,9 +24,11 @@ each message ends and hands each whole message to the broker's decoder
   buffer never grows: a message that outgrows it (a large one, whose
   pieces cost little each) goes on as chunks, read the plain way.
 * A connection that splits one message likely splits the next: once a
-  message has come in pieces the next one is framed before it is decoded
-  (decoding its first piece would be wasted) and read into a buffer; a
-  message that comes whole turns both off again.
+  message that fits the buffer has come in pieces the next one is framed
+  before it is decoded (decoding its first piece would be wasted) and read
+  into a buffer; a message that comes whole turns both off again. A larger
+  message does not turn them on: it would never come whole into the buffer,
+  so every message after it would be read in pieces too.
 
 A message is framed before its decoding error counts, so that the verdict
 never depends on how the bytes were cut: a framing error anywhere in it
@@ -39,6 +41,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from . import banana
+from .assembly import SIZE as ASSEMBLY_SIZE
 from .assembly import Assembly
 from .errors import InsecureJelly, ProtocolError
 from .jelly import Incomplete
@@ -163,13 +166,18 @@ class StreamReceiver:
                 self._chunks.append(data)
                 return
             self._chunks.append(data[:end])
+            # Only a message that fits a buffer turns buffered reading on
+            # for the next (see _framed): a larger one could never come
+            # whole into it, so every message after it would be read in
+            # pieces too (a 256 KiB echo ran at half speed that way).
+            fits = sum(map(len, self._chunks)) <= ASSEMBLY_SIZE
             long_strings = self._framer.long_strings
             if long_strings:
                 message, self._long_strings = banana.cut_long_strings(self._chunks, long_strings)
             else:
                 message = b"".join(self._chunks)
             self._chunks, data = [], data[end:]
-            self._framed(message, True, events)
+            self._framed(message, fits, events)
         while pos < len(data) and self._state != _DEAD:
             if self._frame_first:  # the last message came in pieces: so may this one
                 rest = data[pos:] if pos else data
@@ -248,7 +256,9 @@ class StreamReceiver:
             self._receive(rest, events)
 
     def _framed(self, message: bytes, pieces: bool, events: List[Event]) -> None:
-        """Decode a message framed and joined (``pieces``: it came in several)."""
+        """Decode a message framed and joined (``pieces``: it came in
+        several and fitted a buffer, so the next is framed first and read
+        into one)."""
         self._framer.reset()
         self._frame_first = self.assemble = pieces
         try:

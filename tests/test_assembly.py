@@ -156,6 +156,24 @@ def test_a_message_in_pieces_turns_buffered_reading_on_and_a_whole_one_off():
     assert call.args == (7,) and not server.assemble
 
 
+@pytest.mark.parametrize("payload", [os.urandom(256 * 1024), [b"r" * 40] * 3000],
+                         ids=["long string", "small tokens"])
+def test_a_message_larger_than_the_buffer_leaves_buffered_reading_off(payload):
+    # A larger message can never come whole into the buffer: had it turned
+    # buffered reading on, every message after it would be read in pieces
+    # (a 256 KiB echo ran at half speed that way).
+    server, _ = connected_pair(Echo())
+    data, second = call_bytes(payload), call_bytes(7)
+    assert len(data) > assembly.SIZE
+    assert server.receive_data(data[:assembly.SIZE]) == []  # as a loopback read ends
+    (call,) = server.receive_data(data[assembly.SIZE:])
+    assert call.args == (payload,)
+    assert not server.assemble and not server.message_under_way
+    assert server.receive_data(data)[0].args == (payload,)  # the next may come whole
+    (call,) = server.receive_data(second)
+    assert call.args == (7,) and not server.assemble
+
+
 def read_all(broker: Broker, source: Source) -> List[Any]:
     events: List[Any] = []
     while source.left() or broker.message_under_way:
