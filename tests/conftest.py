@@ -14,10 +14,18 @@
     default timeout; every connection it made is closed when the test ends
     (before the servers stop).
 
+``no_hub_left_in_the_main_thread`` (autouse)
+    Fails a test that leaves a gevent hub in the test runner's main thread:
+    every later blocking call there would wait as a greenlet and fail in
+    confusing ways far from the cause (gevent scenarios run in their own
+    thread: ``hubthread.run_in_gevent_thread``).
+
 Nothing here sleeps, and nothing is shared between tests.
 """
 
 import itertools
+import sys
+import threading
 
 import pytest
 
@@ -25,6 +33,21 @@ import syncpb
 
 CONNECT_TIMEOUT = 5.0
 STOP_TIMEOUT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def no_hub_left_in_the_main_thread():
+    hub_local = sys.modules.get("gevent._hub_local")
+    before = None if hub_local is None else hub_local.get_hub_if_exists()
+    yield
+    if threading.current_thread() is not threading.main_thread():
+        return
+    hub_local = sys.modules.get("gevent._hub_local")
+    after = None if hub_local is None else hub_local.get_hub_if_exists()
+    if after is not None and after is not before:
+        after.destroy(destroy_loop=True)  # (so that the tests after it are not hit)
+        pytest.fail("the test left a gevent hub in the main thread: run gevent "
+                    "scenarios with hubthread.run_in_gevent_thread")
 
 
 @pytest.fixture
