@@ -13,12 +13,27 @@ server and client pinned to CPU 0 as in ``run.py``:
 * ``raw-threads``: the same echo with one OS thread per connection (the
   floor before 2026-12-06; it shows what gevent's hub costs).
 
+With ``--bare``, two more kinds show how far work on the sessions alone
+could go. Their clients drive a sans-IO :class:`~syncpb.broker.Broker` on a
+plain socket (encode the call, ``sendall``, ``recv_into``, decode the
+answer: no session, no locks, no leader, no background thread), which is
+the least any blocking client built on the broker must do:
+
+* ``bare-client``: that client against the ``syncpb`` server;
+* ``bare``: that client against a server that does the same, one greenlet
+  per connection reading a gevent socket into a ``Broker`` and writing its
+  answers (no session, no batching, no thread pool).
+
+``bare`` is a ceiling, not a server anyone should run: it is what W1 would
+reach if both sessions cost nothing. Whatever separates it from ``raw`` is
+the broker and the codec.
+
 Each figure is the median of ``--rounds`` rounds of ``--calls`` calls
 (bounded by ``--calls``; kinds interleaved). Unlike ``run.py``'s client
 loops, these loops do nothing besides the call, so the absolute rates are
 higher than ``run.py``'s.
 
-    python benchmarks/w1_budget.py [--calls 30000] [--rounds 3]
+    python benchmarks/w1_budget.py [--calls 30000] [--rounds 3] [--bare]
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import socket
 import statistics
 import struct
@@ -37,6 +53,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("syncpb", "raw", "raw-threads")
+BARE_KINDS = ("bare-client", "bare")
 FRAME = struct.pack("!I", 32) + b"x" * 32
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -53,9 +70,48 @@ def serve_threads() -> None:
         threading.Thread(target=_handle, args=(conn,), daemon=True).start()
 
 
+def serve_bare() -> None:
+    """The ``bare`` server: a Broker per connection on a gevent socket, no session."""
+    import gevent
+    import gevent.socket
+    from syncpb.broker import Broker, CallReceived
+    from syncpb.flavors import Root
+
+    class Calculator(Root):
+        def remote_add(self, a: int, b: int) -> int:
+            return a + b
+
+    def handle(conn: Any) -> None:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        broker = Broker(root=Calculator())
+        area = bytearray(1 << 20)
+        view = memoryview(area)
+        while True:
+            out = broker.pieces_to_send()
+            if out:
+                conn.sendall(b"".join(out))
+            count = conn.recv_into(area)
+            if not count:
+                conn.close()
+                return
+            for event in broker.receive_data(view[:count].tobytes()):
+                if type(event) is CallReceived:
+                    broker.answer(event.request_id, event.method(*event.args))
+
+    lsock = gevent.socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    print(f"ADDR tcp://127.0.0.1:{lsock.getsockname()[1]}", flush=True)
+    while True:
+        conn, _ = lsock.accept()
+        gevent.spawn(handle, conn)
+
+
 def start_server(kind: str) -> Tuple[subprocess.Popen, str]:
     if kind == "raw-threads":
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-threads"]
+    elif kind == "bare":
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve-bare"]
     else:
         cmd = [sys.executable, os.path.join(HERE, "peer.py"), "server", kind, "--lifetime", "300"]
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.PIPE, text=True)
@@ -99,6 +155,42 @@ def syncpb_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
     return call, conn.close
 
 
+def bare_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    from syncpb.broker import AnswerReceived, Broker, Ready
+
+    host, _, port = addr[len("tcp://"):].rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    broker = Broker(is_client=True)
+    area = bytearray(1 << 20)
+    view = memoryview(area)
+
+    def receive() -> List[Any]:
+        count = sock.recv_into(area)
+        if not count:
+            raise ConnectionError("server closed")
+        return broker.receive_data(view[:count].tobytes())
+
+    ready = False
+    while not ready:  # the dialect handshake
+        events = receive()
+        sock.sendall(broker.data_to_send())
+        ready = any(type(event) is Ready for event in events)
+    counter = [0]
+
+    def call() -> None:
+        counter[0] += 1
+        broker.call(b"root", "add", (counter[0], 1), {})
+        sock.sendall(broker.data_to_send())
+        events: List[Any] = []
+        while not events:  # (an answer may come in two reads)
+            events = receive()
+        (event,) = events
+        if type(event) is not AnswerReceived or event.value != counter[0] + 1:
+            raise AssertionError(f"wrong answer: {event!r}")
+    return call, sock.close
+
+
 def proc_cpu(pid: int) -> Tuple[float, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -106,9 +198,11 @@ def proc_cpu(pid: int) -> Tuple[float, float]:
 
 
 def one_round(kind: str, calls: int) -> Dict[str, float]:
-    proc, addr = start_server(kind)
+    server = {"bare-client": "syncpb"}.get(kind, kind)
+    proc, addr = start_server(server)
     try:
-        call, close = (syncpb_caller if kind == "syncpb" else raw_caller)(addr)
+        caller = {"syncpb": syncpb_caller, "bare-client": bare_caller, "bare": bare_caller}
+        call, close = caller.get(kind, raw_caller)(addr)
         try:
             for _ in range(min(2000, calls)):  # warm up
                 call()
@@ -135,15 +229,24 @@ def main(argv: Any = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=30000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--bare", action="store_true",
+                    help="also measure the broker-only kinds bare-client and bare")
     ap.add_argument("--serve-threads", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.serve_threads or args.serve_bare:
+        signal.alarm(300)  # a server its driver lost does not linger
     if args.serve_threads:
         serve_threads()
         return 0
+    if args.serve_bare:
+        serve_bare()
+        return 0
     os.sched_setaffinity(0, {0})
-    results: Dict[str, List[Dict[str, float]]] = {k: [] for k in KINDS}
+    kinds = KINDS[:1] + (BARE_KINDS if args.bare else ()) + KINDS[1:]
+    results: Dict[str, List[Dict[str, float]]] = {k: [] for k in kinds}
     for r in range(args.rounds):
-        for kind in KINDS:
+        for kind in kinds:
             results[kind].append(one_round(kind, args.calls))
             print(f"round {r + 1} {kind}: {results[kind][-1]['calls/s']:,.0f} calls/s",
                   file=sys.stderr)
@@ -152,13 +255,14 @@ def main(argv: Any = None) -> int:
           " times in µs per call (CPU 0 for both processes)\n")
     print("| server | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
-    med = {k: {c: statistics.median(x[c] for x in results[k]) for c in cols} for k in KINDS}
-    for kind in KINDS:
+    med = {k: {c: statistics.median(x[c] for x in results[k]) for c in cols} for k in kinds}
+    for kind in kinds:
         cells = [f"{med[kind][c]:,.0f}" if c == "calls/s" else f"{med[kind][c]:.1f}" for c in cols]
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print()
-    for floor in ("raw", "raw-threads"):
-        print(f"syncpb / {floor}: {med['syncpb']['calls/s'] / med[floor]['calls/s']:.2f}x")
+    for kind in kinds[:-2]:
+        for floor in ("raw", "raw-threads"):
+            print(f"{kind} / {floor}: {med[kind]['calls/s'] / med[floor]['calls/s']:.2f}x")
     return 0
 
 
