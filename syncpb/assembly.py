@@ -17,7 +17,10 @@ event, no lock, no call into the broker, and nothing copied but by the
 read itself. The framer is called when a read comes back short or finds
 nothing (the message may be complete: that must be known before waiting);
 a read that fills its view is followed by another at once. The broker
-then decodes the whole message once (``Broker.receive_buffered``).
+then decodes the whole message once (``Broker.receive_buffered``). With
+:attr:`Assembly.guess` (the broker sets it), the first short read hands
+the bytes over unframed instead: the broker decodes them if the message
+is complete, and frames them (:meth:`Assembly.catch_up`) if not.
 Framing needs none of the broker's shared state, so a session fills
 outside its lock; only the single reader of a connection touches an
 assembly.
@@ -62,7 +65,8 @@ class Assembly:
             :attr:`HEAD_ROOM` bytes in all).
     """
 
-    __slots__ = ("_framer", "_view", "filled", "_framed", "pieces", "end", "error", "full")
+    __slots__ = ("_framer", "_view", "filled", "_framed", "pieces", "end", "error", "full",
+                 "guess")
 
     #: The most a message may have received before it is read into a buffer.
     HEAD_ROOM = SIZE // 2
@@ -75,6 +79,8 @@ class Assembly:
         self.error: Optional[BananaError] = None
         #: the message outgrew the buffer (the broker then spills it)
         self.full = False
+        #: hand the bytes over unframed at the next short read (see :meth:`fill`)
+        self.guess = False
         #: reads (or pieces) the bytes came in
         self.pieces = len(head)
         #: bytes received so far (the message's, then possibly the next one's)
@@ -120,6 +126,15 @@ class Assembly:
         once, unframed (more is likely waiting); the bytes are framed when
         a read comes back short or finds nothing, or when the buffer is
         full, so a run of reads costs one call into the framer.
+
+        With :attr:`guess` set, the first read that comes back short or
+        finds nothing returns True with bytes still unframed (:attr:`end`
+        stays -1, :attr:`unframed` is true) instead of framing them: the
+        message is usually complete then, and the broker tries to decode
+        it as it is, which makes the framer's pass over it unnecessary.
+        If it is not complete, the broker frames those bytes
+        (:meth:`catch_up`, which clears :attr:`guess`) and reading goes on
+        as without it.
         """
         if self.full:
             return True
@@ -151,14 +166,14 @@ class Assembly:
                     if not filled:  # nothing yet: no buffer is held while waiting
                         self._give_back()
                         return None
-                    if framed < filled and self._frame(framed, filled):
+                    if framed < filled and (self.guess or self._frame(framed, filled)):
                         return True
                     framed = filled
                     return None
                 filled += count
                 reads += 1
                 if count < room:  # short: the socket may be empty (or at its end)
-                    if framed < filled and self._frame(framed, filled):
+                    if framed < filled and (self.guess or self._frame(framed, filled)):
                         return True  # (at the end of the stream, the next read says so)
                     framed = filled
                     if not count:
@@ -170,13 +185,37 @@ class Assembly:
     def append(self, data: bytes) -> bool:
         """Copy ``data`` in (bytes read elsewhere; at most :attr:`room`) and
         frame it: True when the message is complete, as :meth:`fill`."""
-        size, filled = len(data), self.filled
+        size, filled, framed = len(data), self.filled, self._framed
         if self._view is None:
             self._take_spare()
         self._view[filled:filled + size] = data
         self.filled = self._framed = filled + size
         self.pieces += 1
-        return self._frame(filled, filled + size)
+        return self._frame(framed, filled + size)
+
+    @property
+    def unframed(self) -> bool:
+        """True when bytes were read that the framer has not seen (see
+        :attr:`guess`)."""
+        return self._framed < self.filled
+
+    def peek(self) -> bytes:
+        """A copy of the bytes read so far (for a decode that guesses the
+        message is complete; the buffer stays)."""
+        return self._view[:self.filled].tobytes() if self.filled else b""
+
+    def release(self) -> None:
+        """Done with the buffer (its bytes were taken with :meth:`peek`)."""
+        self._give_back()
+
+    def catch_up(self) -> bool:
+        """Frame the bytes not framed yet and stop guessing: True when the
+        message is complete (:attr:`end`) or broke the framing
+        (:attr:`error`), as :meth:`fill`."""
+        self.guess = False
+        framed, filled = self._framed, self.filled
+        self._framed = filled
+        return framed < filled and self._frame(framed, filled)
 
     def take(self, long_strings: List[Tuple[int, int]]
              ) -> Tuple[bytes, Optional[Dict[int, bytes]], bytes]:
