@@ -207,9 +207,9 @@ class GreenSession(Session):
 
         Returns the bytes read (``b""`` at the end of the stream or on an
         error, which ``_recv`` then reports), or None: wait on the hub."""
-        misses = self._yield_misses
         if _sched_yield is None:
             return None
+        misses = self._yield_misses
         if misses >= YIELD_MISSES and (misses - YIELD_MISSES) % YIELD_PROBE != YIELD_PROBE - 1:
             self._yield_misses = misses + 1  # (empty reads since the last hit)
             return None
