@@ -296,8 +296,10 @@ class GreenSession(Session):
         """:meth:`Session._read_rest` for the reader greenlet: fill the
         broker's buffer from gevent's non-blocking socket, and when it is
         empty wait (this greenlet only) until it is readable. True once the
-        message is complete; False when the connection ended or cannot be
-        waited on (the read loop's plain path then finds out why)."""
+        message is complete, or may be (see
+        :attr:`~syncpb.assembly.Assembly.guess`); False when the connection
+        ended or cannot be waited on (the read loop's plain path then finds
+        out why)."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
         recv_into = raw.recv_into

@@ -290,9 +290,11 @@ class Session(IncomingCalls, SendQueue):
 
     def _read_rest(self, sock: Any, flags: int) -> Optional[bool]:
         """Read into the broker's buffer while it says so (``assemble``):
-        True once a message is complete (then ``feed(None)``); False when
-        the socket has nothing more now (``flags`` MSG_DONTWAIT; with 0, it
-        waits); None when the connection has ended (it is torn down)."""
+        True once a message is complete, or may be (a short read: see
+        :attr:`~syncpb.assembly.Assembly.guess`), then ``feed(None)``;
+        False when the socket has nothing more now (``flags``
+        MSG_DONTWAIT; with 0, it waits); None when the connection has
+        ended (it is torn down)."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
         try:
