@@ -263,8 +263,9 @@ def main(argv: Any = None) -> int:
         cells = [f"{med[kind][c]:,.0f}" if c == "calls/s" else f"{med[kind][c]:.1f}" for c in cols]
         print(f"| {kind} | " + " | ".join(cells) + " |")
     print()
-    for kind in kinds[:-2]:
-        for floor in ("raw", "raw-threads"):
+    floors = ("raw", "raw-threads")
+    for kind in (k for k in kinds if k not in floors):
+        for floor in floors:
             print(f"{kind} / {floor}: {med[kind]['calls/s'] / med[floor]['calls/s']:.2f}x")
     return 0
 

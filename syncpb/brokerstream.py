@@ -276,21 +276,15 @@ class StreamReceiver:
         data = assembly.peek()
         try:
             pos = self._handle(data, 0, events)
-        except Incomplete:
-            if assembly.catch_up():
+        except (Incomplete, ProtocolError, InsecureJelly) as exc:
+            # Frame what was read (the buffer cannot be full here: fill
+            # frames a full buffer itself). Not complete: wait for more.
+            if assembly.catch_up():  # complete, or a framing error
                 if assembly.error is not None:
-                    raise assembly.error from None
-                raise ProtocolError("decoder and framer disagree on a message end") from None
-            if assembly.full:
-                self._spill(assembly)
-            return
-        except (ProtocolError, InsecureJelly):
-            if assembly.catch_up():
-                if assembly.error is not None:
-                    raise assembly.error from None
+                    raise assembly.error from None  # a framing error wins
+                if isinstance(exc, Incomplete):
+                    raise ProtocolError("decoder and framer disagree on a message end") from None
                 raise  # the message is complete: its decoding error stands
-            if assembly.full:
-                self._spill(assembly)
             return
         self._assembly = None
         assembly.release()
