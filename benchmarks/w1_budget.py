@@ -29,12 +29,27 @@ the least any blocking client built on the broker must do:
 reach if both sessions cost nothing. Whatever separates it from ``raw`` is
 the broker and the codec.
 
+With ``--thin``, one more kind shows the ceiling of any design that keeps
+Python between the socket and the compiled codec:
+
+* ``thin``: both sides use a Broker only for the handshake, then run the
+  least Python a PB call can take: the client writes the call's bytes with
+  the compiled Writer (its arguments with ``write_items``) and reads the
+  answer with the compiled Reader; the server reads each call with the
+  Reader, looks up ``remote_<name>``, calls it and writes the small-int
+  answer's tokens. No limits, no reference checks, no events, no errors:
+  it only serves this benchmark's calls.
+
+Whatever separates ``bare`` from ``thin`` is the broker's Python (its
+state, checks and events); whatever separates ``thin`` from ``raw`` is the
+codec and the few Python lines left.
+
 Each figure is the median of ``--rounds`` rounds of ``--calls`` calls
 (bounded by ``--calls``; kinds interleaved). Unlike ``run.py``'s client
 loops, these loops do nothing besides the call, so the absolute rates are
 higher than ``run.py``'s.
 
-    python benchmarks/w1_budget.py [--calls 30000] [--rounds 3] [--bare]
+    python benchmarks/w1_budget.py [--calls 30000] [--rounds 3] [--bare] [--thin]
 """
 
 from __future__ import annotations
@@ -55,6 +70,7 @@ from typing import Any, Callable, Dict, List, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 KINDS = ("syncpb", "raw", "raw-threads")
 BARE_KINDS = ("bare-client", "bare")
+THIN_KINDS = ("thin",)
 FRAME = struct.pack("!I", 32) + b"x" * 32
 TICK = os.sysconf("SC_CLK_TCK")
 #: Where both processes run: the first CPU this process may use.
@@ -73,11 +89,13 @@ def serve_threads() -> None:
         threading.Thread(target=_handle, args=(conn,), daemon=True).start()
 
 
-def serve_bare() -> None:
-    """The ``bare`` server: a Broker per connection on a gevent socket, no session."""
+def serve_gevent(loop: Callable[[Any, Any, Any, memoryview], None]) -> None:
+    """Serve on a gevent socket: for each connection, one greenlet runs
+    ``loop(conn, root, broker, view)`` with a fresh Broker (whose root has
+    ``remote_add``) and a 1 MiB read area."""
     import gevent
     import gevent.socket
-    from syncpb.broker import Broker, CallReceived
+    from syncpb.broker import Broker
     from syncpb.flavors import Root
 
     class Calculator(Root):
@@ -86,20 +104,9 @@ def serve_bare() -> None:
 
     def handle(conn: Any) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        broker = Broker(root=Calculator())
-        area = bytearray(1 << 20)
-        view = memoryview(area)
-        while True:
-            out = broker.pieces_to_send()
-            if out:
-                conn.sendall(b"".join(out))
-            count = conn.recv_into(area)
-            if not count:
-                conn.close()
-                return
-            for event in broker.receive_data(view[:count].tobytes()):
-                if type(event) is CallReceived:
-                    broker.answer(event.request_id, event.method(*event.args))
+        root = Calculator()
+        loop(conn, root, Broker(root=root), memoryview(bytearray(1 << 20)))
+        conn.close()
 
     lsock = gevent.socket.socket()
     lsock.bind(("127.0.0.1", 0))
@@ -110,11 +117,74 @@ def serve_bare() -> None:
         gevent.spawn(handle, conn)
 
 
+def bare_loop(conn: Any, root: Any, broker: Any, view: memoryview) -> None:
+    """The ``bare`` server's connection: a Broker on a gevent socket, no session."""
+    from syncpb.broker import CallReceived
+
+    while True:
+        out = broker.pieces_to_send()
+        if out:
+            conn.sendall(b"".join(out))
+        count = conn.recv_into(view)
+        if not count:
+            return
+        for event in broker.receive_data(view[:count].tobytes()):
+            if type(event) is CallReceived:
+                broker.answer(event.request_id, event.method(*event.args))
+
+
+def handshake(sock: Any, broker: Any, view: memoryview) -> None:
+    """Run ``broker``'s dialect handshake on ``sock``, answering any call it
+    delivers meanwhile."""
+    from syncpb.broker import CallReceived, Ready
+
+    ready = False
+    while not ready:
+        out = broker.data_to_send()
+        if out:
+            sock.sendall(out)
+        count = sock.recv_into(view)
+        if not count:
+            raise ConnectionError("peer closed during the handshake")
+        events = broker.receive_data(view[:count].tobytes())
+        for event in events:
+            if type(event) is CallReceived:
+                broker.answer(event.request_id, event.method(*event.args))
+        ready = any(type(event) is Ready for event in events)
+    out = broker.data_to_send()
+    if out:
+        sock.sendall(out)
+
+
+def thin_loop(conn: Any, root: Any, broker: Any, view: memoryview) -> None:
+    """The ``thin`` server's connection: the broker for the handshake, then
+    only the compiled Reader and Writer and a few Python lines per call."""
+    handshake(conn, broker, view)
+    reader, int_token, security = broker._reader, broker._writer.int_token, broker.security
+    message_head, answer_head = broker._message_head, broker._answer_head
+    start = len(message_head)
+    while True:
+        count = conn.recv_into(view)
+        if not count:
+            return
+        data = view[:count].tobytes()  # one whole call per read (loopback, sequential)
+        if not data.startswith(message_head):
+            raise SystemExit(f"thin server: not a call: {data[:40]!r}")
+        reader.restart(data, start, security, None)
+        request_id, _oid, name, _answer_required = reader.raw_fields(4)
+        args = reader.jelly()
+        reader.jelly()  # (keyword arguments: none)
+        result = getattr(root, "remote_" + name.decode())(*args)
+        conn.sendall(answer_head + int_token(request_id) + int_token(result))
+
+
 def start_server(kind: str) -> Tuple[subprocess.Popen, str]:
     if kind == "raw-threads":
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-threads"]
     elif kind == "bare":
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-bare"]
+    elif kind == "thin":
+        cmd = [sys.executable, os.path.abspath(__file__), "--serve-thin"]
     else:
         cmd = [sys.executable, os.path.join(HERE, "peer.py"), "server", kind, "--lifetime", "300"]
     proc = subprocess.Popen(["taskset", "-c", str(CPU), *cmd], stdout=subprocess.PIPE, text=True)
@@ -194,6 +264,44 @@ def bare_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
     return call, sock.close
 
 
+def thin_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    from syncpb.broker import AnswerReceived, Broker
+
+    host, _, port = addr[len("tcp://"):].rpartition(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    area = bytearray(1 << 20)
+    view = memoryview(area)
+    broker = Broker(is_client=True)
+    handshake(sock, broker, view)
+    # One call through the broker takes in what the server sent after the
+    # handshake (its version message), so the thin loop sees only answers.
+    broker.call(b"root", "add", (0, 1), {})
+    sock.sendall(broker.data_to_send())
+    while not any(type(e) is AnswerReceived for e in broker.receive_data(
+            view[:sock.recv_into(area)].tobytes())):
+        pass
+    reader, writer, security = broker._reader, broker._writer, broker.security
+    int_token, message_head, answer_head = writer.int_token, broker._message_head, \
+        broker._answer_head
+    target = writer.word(b"root") + writer.word(b"add") + b"\x01\x81"  # answer required
+    empty_kwargs, start = broker._empty_kwargs, len(answer_head)
+    counter = [0]
+
+    def call() -> None:
+        counter[0] += 1
+        body: List[bytes] = []
+        writer.write_items(b"tuple", (counter[0], 1), body)
+        sock.sendall(message_head + int_token(counter[0]) + target + b"".join(body)
+                     + empty_kwargs)
+        data = view[:sock.recv_into(area)].tobytes()  # one whole answer per read
+        reader.restart(data, start, security, None)
+        if not data.startswith(answer_head) or reader.raw() != counter[0] \
+                or reader.jelly() != counter[0] + 1:
+            raise AssertionError(f"wrong answer: {data!r}")
+    return call, sock.close
+
+
 def proc_cpu(pid: int) -> Tuple[float, float]:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -204,7 +312,8 @@ def one_round(kind: str, calls: int) -> Dict[str, float]:
     server = {"bare-client": "syncpb"}.get(kind, kind)
     proc, addr = start_server(server)
     try:
-        caller = {"syncpb": syncpb_caller, "bare-client": bare_caller, "bare": bare_caller}
+        caller = {"syncpb": syncpb_caller, "bare-client": bare_caller, "bare": bare_caller,
+                  "thin": thin_caller}
         call, close = caller.get(kind, raw_caller)(addr)
         try:
             for _ in range(min(2000, calls)):  # warm up
@@ -234,19 +343,23 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bare", action="store_true",
                     help="also measure the broker-only kinds bare-client and bare")
+    ap.add_argument("--thin", action="store_true",
+                    help="also measure the thinnest Python loop on the compiled codec (thin)")
     ap.add_argument("--serve-threads", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-thin", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.serve_threads or args.serve_bare:
+    if args.serve_threads or args.serve_bare or args.serve_thin:
         signal.alarm(300)  # a server its driver lost does not linger
     if args.serve_threads:
         serve_threads()
         return 0
-    if args.serve_bare:
-        serve_bare()
+    if args.serve_bare or args.serve_thin:
+        serve_gevent(thin_loop if args.serve_thin else bare_loop)
         return 0
     os.sched_setaffinity(0, {CPU})
-    kinds = KINDS[:1] + (BARE_KINDS if args.bare else ()) + KINDS[1:]
+    kinds = (KINDS[:1] + (BARE_KINDS if args.bare else ()) + (THIN_KINDS if args.thin else ())
+             + KINDS[1:])
     results: Dict[str, List[Dict[str, float]]] = {k: [] for k in kinds}
     for r in range(args.rounds):
         for kind in kinds:

@@ -87,18 +87,19 @@ def test_hotpath_benchmark_script_runs(tmp_path):
                                               "session client", "session server"]
 
 
-def test_w1_budget_script_runs_with_the_broker_only_kinds(tmp_path):
+def test_w1_budget_script_runs_with_the_broker_only_and_thin_kinds(tmp_path):
     import pathlib
     import subprocess
     import sys
     script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "w1_budget.py"
-    done = subprocess.run([sys.executable, str(script), "--calls", "200", "--rounds", "1", "--bare"],
+    done = subprocess.run([sys.executable, str(script), "--calls", "200", "--rounds", "1", "--bare",
+                           "--thin"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = {cells[0]: cells[1:] for cells in
             ([c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()
              if line.startswith("| ") and not line.startswith("| server"))}
-    assert list(rows) == ["syncpb", "bare-client", "bare", "raw", "raw-threads"]
+    assert list(rows) == ["syncpb", "bare-client", "bare", "thin", "raw", "raw-threads"]
     assert all(float(cells[0].replace(",", "")) > 0 for cells in rows.values())
     ratios = [line.split(":")[0] for line in done.stdout.splitlines() if " / raw" in line]
-    assert "bare / raw" in ratios and "syncpb / raw" in ratios
+    assert {"bare / raw", "thin / raw", "syncpb / raw"} <= set(ratios)
