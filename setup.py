@@ -16,6 +16,7 @@ from setuptools import Extension, setup
 # failure and goes on).
 EXTENSIONS = [
     Extension("syncpb.tls._records", ["tls/_records.c"], optional=True),
+    Extension("syncpb._heap", ["syncpb/_heap.c"], optional=True),
 ]
 
 

@@ -14,7 +14,9 @@ reads its ``ADDR`` line, starts the client process(es), waits until every
 client is warmed up (``READY``), releases them together (``GO``), collects
 their ``RESULT`` JSON and stops the server by its PID. Single-client
 workloads (W1 W2 W3 W5 W6) pin server and client to one CPU with
-``taskset -c CPU``; W4 (8 client processes) runs unpinned. The peer order
+``taskset -c CPU``; W4 (8 client processes) runs unpinned. With
+``--client-cpu N`` their clients run on CPU N instead, each process with a
+CPU of its own, as client and server on two machines. The peer order
 rotates between rounds; the table shows the median over rounds.
 
 Split delivery: with W2 and syncpb selected, each round also runs syncpb's
@@ -312,6 +314,7 @@ def run_cell(peer, workload, args, env):
     if workload == SPLIT:  # W2 with every read of both syncpb processes capped
         workload, segment = "W2", args.segment
     pin = args.cpu if (workload in PINNED and not args.no_pin) else None
+    client_pin = pin if pin is None or args.client_cpu is None else args.client_cpu
     peer_cmd = ([sys.executable, PEER_SCRIPT] if segment is None
                 else [sys.executable, "-c", SEGMENT_BOOT, str(segment), PEER_SCRIPT])
     nclients = args.clients if workload == "W4" else 1
@@ -329,7 +332,7 @@ def run_cell(peer, workload, args, env):
         clients = []
         for k in range(nclients):
             c = Proc(peer_cmd + ["client", peer, workload, addr] + cargs,
-                     env, f"{peer} {workload} client {k}", pin)
+                     env, f"{peer} {workload} client {k}", client_pin)
             started.append(c)
             clients.append(c)
         deadline = time.monotonic() + 90 + args.warmup * 2 + args.timeout
@@ -359,7 +362,18 @@ def run_cell(peer, workload, args, env):
     return {"value": value, "calls_per_s": rate, "mode": mode,
             "calls": sum(r["calls"] for r in results),
             "elapsed": max(r["elapsed"] for r in results),
-            "clients": len(results), "pinned_cpu": pin}
+            "clients": len(results), "pinned_cpu": pin, "client_cpu": client_pin}
+
+
+def pinning(args) -> str:
+    """Where the single-client workloads ran, for the report."""
+    if args.no_pin:
+        return "not pinned (--no-pin)"
+    client_cpu = getattr(args, "client_cpu", None)  # (absent from older JSON files)
+    if client_cpu is None or client_cpu == args.cpu:
+        return f"server and client pinned to CPU {args.cpu} (taskset -c {args.cpu})"
+    return (f"server pinned to CPU {args.cpu}, client to CPU {client_cpu} "
+            f"(taskset; --client-cpu)")
 
 
 # ---------------------------------------------------------------- facts
@@ -505,8 +519,7 @@ def report(args, facts, peers, unavailable, workloads, cells, cmdline):
     P()
     P(f"Rounds: {args.rounds}, measured phase: {args.seconds:g} s (or {args.max_count:,} "
       f"calls) after a {args.warmup:g} s warm-up; value = median over rounds. "
-      f"W1 W2 W3 W5 W6: server and client pinned to CPU {args.cpu} "
-      f"({'disabled by --no-pin' if args.no_pin else 'taskset -c %d' % args.cpu}); "
+      f"W1 W2 W3 W5 W6: {pinning(args)}; "
       f"W4 unpinned. W4 = {args.clients} client processes, W5 = {args.inflight} in "
       f"flight, W6 = {args.threads} threads.")
     P()
@@ -901,6 +914,9 @@ def parse_args(argv):
     ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
     ap.add_argument("--peers", default=",".join(ALL_PEERS))
     ap.add_argument("--cpu", type=int, default=0, help="CPU to pin single-client workloads to")
+    ap.add_argument("--client-cpu", type=int, default=None, metavar="CPU",
+                    help="pin single-client workloads' clients to this CPU instead of "
+                         "--cpu (server and client each on a CPU of its own)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin anything")
     ap.add_argument("--clients", type=int, default=8, help="W4 client processes")
     ap.add_argument("--inflight", type=int, default=64, help="W5 calls in flight")

@@ -31,6 +31,7 @@ from .errors import (AlreadyCalledError, BananaError, CallTimeout, CancelledErro
                      UnhandledCredentials)
 from .failure import Failure
 from .flavors import Avatar, Referenceable, Root, Viewable
+from .heap import tune_malloc
 from .heartbeat import Heartbeat
 from .jelly import SecurityOptions, Unpersistable
 from .keepalive import Keepalive
@@ -49,7 +50,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     # connecting and serving
     "connect", "Connection", "Server", "Limits", "SecurityOptions", "wait_mode",
-    "Keepalive", "Heartbeat", "ReconnectingClient", "Backoff",
+    "Keepalive", "Heartbeat", "ReconnectingClient", "Backoff", "tune_malloc",
     # the object model
     "Root", "Referenceable", "RemoteReference", "Unpersistable",
     "Avatar", "Viewable", "Copyable", "RemoteCopy", "Cacheable", "RemoteCache", "ObserverList",

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import pytest
 
+import syncpb
+
 from cliproc import Served, syncpb_run
 
 pytestmark = pytest.mark.timeout(120)
@@ -362,3 +364,14 @@ def test_systemd_socket_activation(workdir: Path) -> None:
         listener.close()
     done = syncpb_run("serve", "service:calculator", "--listen", "fd://99", cwd=workdir)
     assert done.returncode == 4 and "fd://99" in done.stderr
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_serve_raises_the_heap_thresholds_unless_told_not_to(workdir: Path) -> None:
+    for extra, tuned in (([], True), (["--no-tune-malloc"], False)):
+        with Served(["service:Calc", "--listen", f"unix://{workdir}/heap{len(extra)}.sock",
+                     "--log-level", "debug", *extra], workdir) as served:
+            with syncpb.connect(served.addresses()[0], timeout=30) as conn:
+                assert conn.root.add(1, 2) == 3  # serving (signal handlers set)
+            assert served.stop() == 0
+        assert any("heap thresholds raised" in line for line in served.log) is tuned, served.log

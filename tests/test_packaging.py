@@ -9,6 +9,7 @@ The builds use this environment's setuptools, wheel and Cython
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -48,7 +49,7 @@ def unpack(archive: Path, into: Path) -> Path:
 def test_the_sdist_carries_sources_not_build_products(sdist: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"pyproject.toml", "setup.py", "tls/_records.c", "syncpb/cli/serve.py",
+    assert {"pyproject.toml", "setup.py", "tls/_records.c", "syncpb/_heap.c", "syncpb/cli/serve.py",
             "adapters/dbapi.py", "README.md"} <= names
     pyx = {name for name in names if name.startswith("syncpb/_c") and name.endswith(".pyx")}
     assert pyx == {str(p.relative_to(ROOT)) for p in (ROOT / "syncpb").glob("_c*.pyx")}
@@ -62,7 +63,7 @@ def test_the_wheel_carries_the_compiled_parts(sdist: Path, tmp_path: Path) -> No
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     compiled = {name.split("/")[-1].split(".")[0] for name in names if name.endswith(".so")}
-    expected = {"_records"} | {p.stem for p in (ROOT / "syncpb").glob("_c*.pyx")}
+    expected = {"_records", "_heap"} | {p.stem for p in (ROOT / "syncpb").glob("_c*.pyx")}
     assert compiled == expected
     assert "syncpb/cli/__main__.py" not in names and "syncpb/__main__.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
@@ -85,6 +86,7 @@ def test_without_a_compiler_the_build_falls_back_to_pure_python(sdist: Path,
             "assert syncpb.__file__.startswith(sys.argv[1]), syncpb.__file__\n"
             "from syncpb import speedups\n"
             "print('compiled:', speedups.codec_compiled())\n"
+            "print('heap tuned:', syncpb.tune_malloc())\n"
             "server = syncpb.Server(syncpb.Root()); server.listen('tcp://127.0.0.1:0')\n"
             "server.stop()\n")
     # -S: no .pth files, so the editable install of this checkout stays out of
@@ -97,5 +99,7 @@ def test_without_a_compiler_the_build_falls_back_to_pure_python(sdist: Path,
                           env={**os.environ, "PYTHONPATH": path, "SYNCPB_PURE": "0"})
     assert done.returncode == 0, done.stderr
     assert "compiled: False" in done.stdout
+    if platform.libc_ver()[0] == "glibc":  # through ctypes, the extension not built
+        assert "heap tuned: True" in done.stdout
     if any((ROOT / "syncpb").glob("_c*.pyx")):
         assert done.stdout.count("compiled codec is not built") == 1

@@ -39,6 +39,15 @@ def available():
                   f"from {getattr(syncpb, '__file__', '?')}")
 
 
+def tune_heap(syncpb) -> str:
+    """Raise glibc's heap thresholds as ``syncpb serve`` does (large messages
+    then cost no page faults); a note for the report, empty where the
+    syncpb measured has no ``tune_malloc`` (an older commit) or it did
+    nothing."""
+    tune = getattr(syncpb, "tune_malloc", None)
+    return "; syncpb.tune_malloc() in both processes" if tune is not None and tune() else ""
+
+
 def serve(host):
     import syncpb
 
@@ -49,6 +58,7 @@ def serve(host):
         def remote_echo(self, x):
             return x
 
+    tune_heap(syncpb)
     server = syncpb.Server(Calc())
     addr = server.listen(f"tcp://{host}:0")
     common.announce(addr)
@@ -58,6 +68,7 @@ def serve(host):
 def run_client(workload, addr, opts: common.Options):
     import syncpb
 
+    tuned = tune_heap(syncpb)
     conn = syncpb.connect(addr, timeout=10)
     try:
         root = conn.root
@@ -67,7 +78,7 @@ def run_client(workload, addr, opts: common.Options):
                     common.check_add(i, root.add(i, 1))
                 return common.sequential(step, seconds, max_count)
             calls, el = common.warm_then_measure(loop, opts)
-            return common.result(calls, el, "root.add(i, 1) in a loop")
+            return common.result(calls, el, "root.add(i, 1) in a loop" + tuned)
 
         if workload in ("W2", "W3"):
             payload = common.make_records() if workload == "W2" else common.make_blob()
@@ -77,7 +88,7 @@ def run_client(workload, addr, opts: common.Options):
                     common.check_echo(payload, root.echo(payload), verify)
                 return common.sequential(step, seconds, max_count)
             calls, el = common.warm_then_measure(loop, opts)
-            return common.result(calls, el, "root.echo(payload) in a loop",
+            return common.result(calls, el, "root.echo(payload) in a loop" + tuned,
                                  len(payload) if workload == "W3" else 0)
 
         if workload == "W5":
@@ -116,7 +127,7 @@ def run_client(workload, addr, opts: common.Options):
             calls, el = common.warm_then_measure(loop, opts)
             how = "syncpb.gather" if gather is not None else "per-Deferred .result() (no syncpb.gather)"
             return common.result(calls, el, f"{window} callRemote Deferreds outstanding, "
-                                 f"oldest .result() then refill; drain with {how}")
+                                 f"oldest .result() then refill; drain with {how}" + tuned)
 
         if workload == "W6":
             def make_step(t):
@@ -125,7 +136,7 @@ def run_client(workload, addr, opts: common.Options):
                 return step
             calls, el = common.ThreadGroup.measure(opts.threads, make_step, opts)
             return common.result(calls, el, f"{opts.threads} threading.Threads share "
-                                 "one conn.root, root.add(i, 1)")
+                                 "one conn.root, root.add(i, 1)" + tuned)
         raise ValueError(f"unknown workload {workload}")
     finally:
         try:

@@ -64,6 +64,7 @@ class Target:
     plans: List[Plan] = field(default_factory=list)
     tls_options: Any = None  # argparse namespace with the --tls-* options
     stop_timeout: float = 10.0
+    tune_malloc: bool = True  # syncpb.tune_malloc() in each serving process
 
 
 def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -94,6 +95,9 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                             "Linux); default 1")
     serve.add_argument("--stop-timeout", type=float, default=10.0, metavar="SECONDS",
                        help="how long in-flight calls may run after SIGTERM (default 10)")
+    serve.add_argument("--no-tune-malloc", dest="tune_malloc", action="store_false",
+                       help="keep glibc's heap thresholds (by default they are raised, "
+                            "so large messages do not cost page faults: syncpb.tune_malloc)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="what to log on stderr (default: info)")
@@ -234,7 +238,8 @@ def prepare(args: argparse.Namespace) -> Target:
             raise CliError(EXIT_USAGE, "--workers needs SO_REUSEPORT, which this platform "
                                        "lacks; run one process per port instead")
     root = _servable(_import(args.spec), args.spec, args.users)
-    return Target(args.spec, root, plans, args, args.stop_timeout)
+    return Target(args.spec, root, plans, args, args.stop_timeout,
+                  getattr(args, "tune_malloc", True))
 
 
 # -- serving ---------------------------------------------------------------------------
@@ -255,6 +260,8 @@ def serve_once(target: Target, reuse_port: bool = False,
         ready: called once every listener is bound.
     """
     tls = _server_tls(target.tls_options) if any(p.tls for p in target.plans) else None
+    if target.tune_malloc and syncpb.tune_malloc():
+        log.debug("glibc heap thresholds raised (syncpb.tune_malloc)")
     server = syncpb.Server(target.root, stop_timeout=target.stop_timeout)
     try:
         for plan in target.plans:

@@ -1,0 +1,102 @@
+"""Keep large messages from costing page faults: glibc's heap thresholds.
+
+A message of a few hundred KiB becomes a few ``bytes`` objects of its size
+(the message read, the strings decoded from it, the answer's pieces), made
+and dropped once per call. glibc serves them from the main heap and, when
+two of them are freed together at its top, gives the memory back to the
+kernel (``M_TRIM_THRESHOLD``) only to grow the heap again at the next call:
+every page of every such message then costs a page fault. Whether that
+happens depends on the order in which a process frees its objects, so it
+comes and goes with scheduling: a 256 KiB echo served on its own CPU (as
+on two machines) took about 85 page faults and 3 ``brk`` calls per call
+and ran at half the speed it had with client and server on one CPU
+(benchmarks/README.md, "W3 on two CPUs").
+
+:func:`tune_malloc` raises the two thresholds with ``mallopt``, so the
+heap keeps up to ``trim_threshold`` bytes of free memory at its top and
+allocations under ``mmap_threshold`` come from the heap. It changes the
+whole process, so the library never calls it on its own: a program that
+passes large messages calls it once at start (``syncpb serve`` does). It
+does nothing but return False where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Optional
+
+from .speedups import pure_forced
+
+__all__ = ["tune_malloc", "TRIM_THRESHOLD", "MMAP_THRESHOLD"]
+
+log = logging.getLogger("syncpb")
+
+#: Free memory the heap keeps at its top instead of giving it back.
+TRIM_THRESHOLD = 32 * 1024 * 1024
+#: Allocations at least this large are served by ``mmap`` (each its own
+#: mapping, faulted in page by page and unmapped when freed).
+MMAP_THRESHOLD = 4 * 1024 * 1024
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def _mallopt() -> Optional[Callable[[int, int], int]]:
+    """glibc's ``mallopt`` when this process's C library is glibc, else None.
+
+    The compiled ``syncpb._heap`` is preferred (``SYNCPB_PURE=1`` leaves it
+    out); without it, ctypes (imported
+    only then: it costs a process about 0.6 MiB) calls it through the
+    process's own symbols (``CDLL(None)``): nothing is searched for or
+    loaded.
+    """
+    try:
+        version = os.confstr("CS_GNU_LIBC_VERSION")
+    except (ValueError, OSError, AttributeError):
+        return None
+    if not version or not version.startswith("glibc"):
+        return None
+    if not pure_forced():  # SYNCPB_PURE=1 leaves the extension out, as the codec's
+        try:
+            from ._heap import mallopt  # type: ignore[import-not-found]
+            return mallopt  # type: ignore[no-any-return]
+        except ImportError:
+            pass
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def tune_malloc(trim_threshold: int = TRIM_THRESHOLD,
+                mmap_threshold: int = MMAP_THRESHOLD) -> bool:
+    """Raise glibc's heap trim and mmap thresholds for this process.
+
+    Args:
+        trim_threshold: bytes of free memory the heap may keep at its top.
+        mmap_threshold: the size from which an allocation gets its own
+            mapping (glibc caps it at 32 MiB on 64-bit systems).
+
+    Returns:
+        True when both were set; False where the C library is not glibc
+        or refused a value (nothing is changed then, or only the first).
+
+    Setting either threshold turns off glibc's own adjustment of both
+    (which raises them after large blocks are freed), so both are set.
+    The cost is memory: after a burst of large messages the process keeps
+    up to ``trim_threshold`` bytes it no longer uses, and freed blocks in
+    the middle of the heap stay with the process until the heap's top is
+    free.
+    """
+    if trim_threshold < 0 or mmap_threshold <= 0:
+        raise ValueError("thresholds must be positive")
+    mallopt = _mallopt()
+    if mallopt is None:
+        log.debug("tune_malloc: not glibc; nothing changed")
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+                and mallopt(_M_MMAP_THRESHOLD, mmap_threshold))

@@ -1,0 +1,82 @@
+"""syncpb.tune_malloc: large messages stop costing page faults.
+
+Each check runs in a fresh interpreter: the setting is process-wide and
+must not leak into the test process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+import syncpb
+
+GLIBC = platform.libc_ver()[0] == "glibc"
+COMPILED = importlib.util.find_spec("syncpb._heap") is not None
+
+# Make and drop two 256 KiB objects per round, in the order a 256 KiB echo
+# does (the message read, the string decoded from it): freed together at
+# the heap's top, they are given back to the kernel and faulted in again.
+CHURN = """
+import json, resource, sys
+if sys.argv[1] == "tune-ctypes":
+    sys.modules["syncpb._heap"] = None  # as where the extension was not built
+import syncpb
+tuned = syncpb.tune_malloc() if sys.argv[1] != "plain" else None
+def rounds(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        message = b"x" * (256 * 1024)
+        payload = message[1:]
+        del message
+        del payload
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+rounds(20)
+print(json.dumps({"tuned": tuned, "faults": rounds(500),
+                  "ctypes": "ctypes" in sys.modules}))
+"""
+
+
+def churn(mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's heap only")
+@pytest.mark.parametrize("mode", ["tune", "tune-ctypes"])
+def test_tuned_heap_keeps_large_messages_from_faulting(mode):
+    plain, tuned = churn("plain"), churn(mode)
+    pure = os.environ.get("SYNCPB_PURE") == "1"  # (the extension left out)
+    assert tuned["tuned"] is True
+    # Untuned, every round faults its pages in again (64 per 256 KiB).
+    assert plain["faults"] > 500 * 32
+    assert tuned["faults"] < 500
+    assert tuned["faults"] * 20 < plain["faults"]
+    # The compiled mallopt spares the process ctypes; the fallback uses it.
+    assert tuned["ctypes"] is (mode == "tune-ctypes" or not COMPILED or pure)
+
+
+def test_the_compiled_mallopt_is_built_under_ci():
+    if os.environ.get("CI") != "true" and not COMPILED:
+        pytest.skip("syncpb._heap not built here (CI requires it)")
+    assert COMPILED
+
+
+def test_tune_malloc_refuses_nonsense_thresholds():
+    with pytest.raises(ValueError):
+        syncpb.tune_malloc(trim_threshold=-1)
+    with pytest.raises(ValueError):
+        syncpb.tune_malloc(mmap_threshold=0)
+
+
+@pytest.mark.skipif(GLIBC, reason="only where the C library is not glibc")
+def test_tune_malloc_is_a_no_op_without_glibc():
+    assert churn("tune")["tuned"] is False
