@@ -93,7 +93,7 @@ def tune_malloc(trim_threshold: int = TRIM_THRESHOLD,
     free.
     """
     if trim_threshold < 0 or mmap_threshold <= 0:
-        raise ValueError("thresholds must be positive")
+        raise ValueError("trim_threshold must be at least 0 and mmap_threshold above 0")
     mallopt = _mallopt()
     if mallopt is None:
         log.debug("tune_malloc: not glibc; nothing changed")
