@@ -7,6 +7,7 @@ tests skip without it. No figure is checked: only that the machinery works.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -136,3 +137,17 @@ def test_progress_lines_of_a_tiny_run(tmp_path):
     assert doc["peers"] == ["raw"] and doc["workloads"] == ["W1"]
     assert doc["median"]["W1"]["raw"] > 0
     assert doc["units"] == {"W1": "calls/s"} and doc["date"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_client_cpu_puts_server_and_client_on_cpus_of_their_own(tmp_path):
+    server_cpu, client_cpu = sorted(os.sched_getaffinity(0))[:2]
+    figures = tmp_path / "figures.json"
+    done = run_py("--workloads", "W1", "--peers", "raw", "--rounds", "1",
+                  "--seconds", "0.05", "--warmup", "0", "--cpu", str(server_cpu),
+                  "--client-cpu", str(client_cpu), "--json", str(figures))
+    assert done.returncode == 0, done.stderr
+    assert (f"server pinned to CPU {server_cpu}, client to CPU {client_cpu}"
+            in done.stdout)
+    (cell,) = json.loads(figures.read_text())["cells"]["W1/raw"]
+    assert (cell["pinned_cpu"], cell["client_cpu"]) == (server_cpu, client_cpu)
