@@ -196,10 +196,16 @@ def start_server(kind: str) -> Tuple[subprocess.Popen, str]:
     return proc, line[1]
 
 
-def raw_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+def connect_tcp(addr: str) -> socket.socket:
+    """A blocking TCP connection to ``tcp://host:port``, Nagle off."""
     host, _, port = addr[len("tcp://"):].rpartition(":")
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def raw_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    sock = connect_tcp(addr)
     buf = bytearray(len(FRAME))
     view = memoryview(buf)
 
@@ -228,59 +234,45 @@ def syncpb_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
     return call, conn.close
 
 
-def bare_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
-    from syncpb.broker import AnswerReceived, Broker, Ready
+def broker_client(addr: str) -> Tuple[Any, Any, memoryview, Callable[[], None]]:
+    """A Broker on a plain socket, past the handshake: the socket, the
+    broker, its read area and ``call()``, which calls ``add(n, 1)`` through
+    the broker (n counting up) and checks the answer."""
+    from syncpb.broker import AnswerReceived, Broker
 
-    host, _, port = addr[len("tcp://"):].rpartition(":")
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = connect_tcp(addr)
     broker = Broker(is_client=True)
-    area = bytearray(1 << 20)
-    view = memoryview(area)
-
-    def receive() -> List[Any]:
-        count = sock.recv_into(area)
-        if not count:
-            raise ConnectionError("server closed")
-        return broker.receive_data(view[:count].tobytes())
-
-    ready = False
-    while not ready:  # the dialect handshake
-        events = receive()
-        sock.sendall(broker.data_to_send())
-        ready = any(type(event) is Ready for event in events)
+    view = memoryview(bytearray(1 << 20))
+    handshake(sock, broker, view)
     counter = [0]
 
     def call() -> None:
         counter[0] += 1
-        broker.call(b"root", "add", (counter[0], 1), {})
+        n = counter[0]
+        broker.call(b"root", "add", (n, 1), {})
         sock.sendall(broker.data_to_send())
         events: List[Any] = []
         while not events:  # (an answer may come in two reads)
-            events = receive()
+            count = sock.recv_into(view)
+            if not count:
+                raise ConnectionError("server closed")
+            events = broker.receive_data(view[:count].tobytes())
         (event,) = events
-        if type(event) is not AnswerReceived or event.value != counter[0] + 1:
+        if type(event) is not AnswerReceived or event.value != n + 1:
             raise AssertionError(f"wrong answer: {event!r}")
+    return sock, broker, view, call
+
+
+def bare_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
+    sock, _, _, call = broker_client(addr)
     return call, sock.close
 
 
 def thin_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
-    from syncpb.broker import AnswerReceived, Broker
-
-    host, _, port = addr[len("tcp://"):].rpartition(":")
-    sock = socket.create_connection((host, int(port)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    area = bytearray(1 << 20)
-    view = memoryview(area)
-    broker = Broker(is_client=True)
-    handshake(sock, broker, view)
+    sock, broker, view, broker_call = broker_client(addr)
     # One call through the broker takes in what the server sent after the
     # handshake (its version message), so the thin loop sees only answers.
-    broker.call(b"root", "add", (0, 1), {})
-    sock.sendall(broker.data_to_send())
-    while not any(type(e) is AnswerReceived for e in broker.receive_data(
-            view[:sock.recv_into(area)].tobytes())):
-        pass
+    broker_call()
     reader, writer, security = broker._reader, broker._writer, broker.security
     int_token, message_head, answer_head = writer.int_token, broker._message_head, \
         broker._answer_head
@@ -294,7 +286,7 @@ def thin_caller(addr: str) -> Tuple[Callable[[], None], Callable[[], None]]:
         writer.write_items(b"tuple", (counter[0], 1), body)
         sock.sendall(message_head + int_token(counter[0]) + target + b"".join(body)
                      + empty_kwargs)
-        data = view[:sock.recv_into(area)].tobytes()  # one whole answer per read
+        data = view[:sock.recv_into(view)].tobytes()  # one whole answer per read
         reader.restart(data, start, security, None)
         if not data.startswith(answer_head) or reader.raw() != counter[0] \
                 or reader.jelly() != counter[0] + 1:

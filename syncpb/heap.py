@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Callable, Optional
 
 from .speedups import pure_forced
@@ -38,19 +39,22 @@ TRIM_THRESHOLD = 32 * 1024 * 1024
 #: mapping, faulted in page by page and unmapped when freed).
 MMAP_THRESHOLD = 4 * 1024 * 1024
 
-# glibc's mallopt parameters (malloc.h)
+# glibc's mallopt parameters (malloc.h), and the bounds it takes: a C int
+# for both; glibc refuses an mmap threshold above HEAP_MAX_SIZE / 2 (32 MiB
+# on 64-bit systems, 512 KiB on 32-bit ones).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_INT_MAX = 2 ** 31 - 1
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024 if sys.maxsize > 2 ** 32 else 512 * 1024
 
 
 def _mallopt() -> Optional[Callable[[int, int], int]]:
     """glibc's ``mallopt`` when this process's C library is glibc, else None.
 
     The compiled ``syncpb._heap`` is preferred (``SYNCPB_PURE=1`` leaves it
-    out); without it, ctypes (imported
-    only then: it costs a process about 0.6 MiB) calls it through the
-    process's own symbols (``CDLL(None)``): nothing is searched for or
-    loaded.
+    out); without it, ctypes (imported only then: it costs a process about
+    0.6 MiB) calls it through the process's own symbols (``CDLL(None)``):
+    nothing is searched for or loaded.
     """
     try:
         version = os.confstr("CS_GNU_LIBC_VERSION")
@@ -77,13 +81,17 @@ def tune_malloc(trim_threshold: int = TRIM_THRESHOLD,
     """Raise glibc's heap trim and mmap thresholds for this process.
 
     Args:
-        trim_threshold: bytes of free memory the heap may keep at its top.
+        trim_threshold: bytes of free memory the heap may keep at its top
+            (0 to 2**31 - 1).
         mmap_threshold: the size from which an allocation gets its own
-            mapping (glibc caps it at 32 MiB on 64-bit systems).
+            mapping (1 byte to 32 MiB on 64-bit systems, glibc's limit).
 
     Returns:
         True when both were set; False where the C library is not glibc
-        or refused a value (nothing is changed then, or only the first).
+        (nothing is changed then).
+
+    Raises:
+        ValueError: a threshold out of those bounds (nothing is changed).
 
     Setting either threshold turns off glibc's own adjustment of both
     (which raises them after large blocks are freed), so both are set.
@@ -92,8 +100,11 @@ def tune_malloc(trim_threshold: int = TRIM_THRESHOLD,
     the middle of the heap stay with the process until the heap's top is
     free.
     """
-    if trim_threshold < 0 or mmap_threshold <= 0:
-        raise ValueError("trim_threshold must be at least 0 and mmap_threshold above 0")
+    if not 0 <= trim_threshold <= _INT_MAX:
+        raise ValueError(f"trim_threshold must be 0 to {_INT_MAX} bytes, not {trim_threshold}")
+    if not 0 < mmap_threshold <= _MMAP_THRESHOLD_MAX:
+        raise ValueError(f"mmap_threshold must be 1 to {_MMAP_THRESHOLD_MAX} bytes "
+                         f"(glibc's limit), not {mmap_threshold}")
     mallopt = _mallopt()
     if mallopt is None:
         log.debug("tune_malloc: not glibc; nothing changed")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -366,7 +367,7 @@ def test_systemd_socket_activation(workdir: Path) -> None:
     assert done.returncode == 4 and "fd://99" in done.stderr
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_serve_raises_the_heap_thresholds_unless_told_not_to(workdir: Path) -> None:
     for extra, tuned in (([], True), (["--no-tune-malloc"], False)):
         with Served(["service:Calc", "--listen", f"unix://{workdir}/heap{len(extra)}.sock",

@@ -70,11 +70,16 @@ def test_the_compiled_mallopt_is_built_under_ci():
     assert COMPILED
 
 
-def test_tune_malloc_refuses_nonsense_thresholds():
-    with pytest.raises(ValueError):
-        syncpb.tune_malloc(trim_threshold=-1)
-    with pytest.raises(ValueError):
-        syncpb.tune_malloc(mmap_threshold=0)
+@pytest.mark.parametrize("thresholds, named", [
+    ({"trim_threshold": -1}, "trim_threshold"),
+    ({"trim_threshold": 2 ** 31}, "trim_threshold"),
+    ({"mmap_threshold": 0}, "mmap_threshold"),
+    ({"mmap_threshold": 64 * 1024 * 1024}, "glibc's limit"),
+])
+def test_tune_malloc_refuses_thresholds_glibc_would_not_take(thresholds, named):
+    # Refused before anything is set, on any C library (nothing leaks here).
+    with pytest.raises(ValueError, match=named):
+        syncpb.tune_malloc(**thresholds)
 
 
 @pytest.mark.skipif(GLIBC, reason="only where the C library is not glibc")

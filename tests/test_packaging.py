@@ -49,8 +49,8 @@ def unpack(archive: Path, into: Path) -> Path:
 def test_the_sdist_carries_sources_not_build_products(sdist: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"pyproject.toml", "setup.py", "tls/_records.c", "syncpb/_heap.c", "syncpb/cli/serve.py",
-            "adapters/dbapi.py", "README.md"} <= names
+    assert {"pyproject.toml", "setup.py", "tls/_records.c", "syncpb/_heap.c",
+            "syncpb/cli/serve.py", "adapters/dbapi.py", "README.md"} <= names
     pyx = {name for name in names if name.startswith("syncpb/_c") and name.endswith(".pyx")}
     assert pyx == {str(p.relative_to(ROOT)) for p in (ROOT / "syncpb").glob("_c*.pyx")}
     assert not any(name.endswith((".so", ".pyc")) for name in names)

@@ -238,8 +238,7 @@ def prepare(args: argparse.Namespace) -> Target:
             raise CliError(EXIT_USAGE, "--workers needs SO_REUSEPORT, which this platform "
                                        "lacks; run one process per port instead")
     root = _servable(_import(args.spec), args.spec, args.users)
-    return Target(args.spec, root, plans, args, args.stop_timeout,
-                  getattr(args, "tune_malloc", True))
+    return Target(args.spec, root, plans, args, args.stop_timeout, args.tune_malloc)
 
 
 # -- serving ---------------------------------------------------------------------------
