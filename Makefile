@@ -71,18 +71,20 @@ typecheck: $(VENV)/.test
 	ln -s "$(CURDIR)/tls" "$(CURDIR)/adapters" $(TYPECHECK)/syncpb/
 	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/mypy.ini" -p syncpb
 
-# The codec files run twice: with the compiled codec (syncpb/_c*.pyx, built by
-# `pip install -e .`; tests/test_speedups.py checks it is the one in use) and
-# with the pure-Python reference (SYNCPB_PURE=1, which also covers the TLS files).
-CODEC_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties_fuzz.py \
+# The files of the compiled twins (syncpb/_c*.pyx: the codec and the broker
+# core) run twice: with the compiled modules (built by `pip install -e .`;
+# tests/test_speedups.py checks they are the ones in use) and with the
+# pure-Python reference (SYNCPB_PURE=1, which also covers the TLS files).
+TWIN_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties_fuzz.py \
 	tests/test_split_invariance.py tests/test_jelly_fast_paths.py tests/test_replay.py \
 	tests/test_bad_input.py tests/test_speedups.py tests/test_e2e_calls.py tests/test_e2e_references.py \
 	tests/test_cacheable.py tests/test_copyable.py tests/test_hot_paths.py tests/test_zero_copy.py \
-	tests/test_paging.py tests/test_assembly.py tests/interop
+	tests/test_paging.py tests/test_assembly.py tests/interop \
+	tests/test_brokercore.py tests/test_portal.py tests/test_viewable.py tests/test_green_yield.py
 
 test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest
-	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(CODEC_TESTS)
+	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TWIN_TESTS)
 	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS)
 	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)
 

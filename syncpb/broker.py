@@ -8,6 +8,12 @@ produce bytes that :meth:`data_to_send` hands out. It never touches a
 socket, a thread or a greenlet, so a pair of brokers can be wired together
 in memory and every exchange tested with plain bytes.
 
+Core (:mod:`syncpb.brokercore`, the base class): the state every call
+touches and the paths every small call takes (encoding a call or a small
+answer, decoding a whole message that is an answer or a call) live in
+:class:`~syncpb.brokercore.BrokerCore`, compiled from
+``syncpb/_cbrokercore.pyx`` when built; everything else is here.
+
 Stream handling (:mod:`syncpb.brokerstream`, mixed in): received bytes are
 cut into messages, decoded straight from the chunk when a message came
 whole, framed and joined once when it came in pieces, or read by the
@@ -32,11 +38,12 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
-from . import banana
-from .brokercache import CacheProtocol, CacheRecord
-from .brokerstream import _AWAIT_CHOICE, _AWAIT_OFFER, _DEAD, _READY, StreamReceiver
+from . import banana, brokercore, speedups
+from .brokercache import CACHE_SLOTS, CacheProtocol, CacheRecord
+from .brokercore import _AWAIT_CHOICE, _AWAIT_OFFER, _DEAD, _READY
+from .brokerstream import StreamReceiver
 from .cache import Cacheable, RemoteCache
 from .copyable import Copyable
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
@@ -107,6 +114,15 @@ class Limits:
             raise ValueError("size_limit, max_depth and max_references must be positive")
 
 
+if TYPE_CHECKING:
+    from .brokercore import BrokerCore
+else:
+    #: The broker's state and hot paths: compiled (syncpb/_cbrokercore.pyx)
+    #: when built, else the reference, :class:`syncpb.brokercore.BrokerCore`.
+    _ccore = speedups.load("_cbrokercore")
+    BrokerCore = brokercore.BrokerCore if _ccore is None else _ccore.BrokerCore
+
+
 class ImportRecord:
     """Occurrences of one peer object held by one live proxy."""
 
@@ -122,7 +138,7 @@ Event = Any
 ProxyFactory = Callable[["Broker", ImportRecord], Any]
 
 
-class Broker(StreamReceiver, CacheProtocol):
+class Broker(BrokerCore, StreamReceiver, CacheProtocol):
     """PB protocol state of one connection.
 
     Args:
@@ -136,15 +152,11 @@ class Broker(StreamReceiver, CacheProtocol):
 
     # Slots, not an instance dict: the hot paths read many attributes, and
     # CPython's fast instance-attribute lookups stop at about 30 dict entries.
-    __slots__ = ("limits", "is_client", "unsafe_tracebacks", "security", "proxy_factory",
-                 "released", "_state", "_vocab", "_out", "_writer",
-                 "_long_strings", "_reader", "_next_request", "_names",
-                 "_chunks", "_framer", "_assembly", "assemble", "_frame_first",  # StreamReceiver
-                 "_exports", "_export_ids", "_viewpoints", "_pending_exports", "_perspective",
-                 "_imports", "_waiting", "_incoming", "_max_incoming", "_refusing",
-                 "_told_limit", "_message_head",
-                 "_cachemessage_head", "_answer_head", "_empty_kwargs", "_call_targets",
-                 "peer", "peer_info", "on_abort", "__weakref__")
+    # The hottest are the core's (CORE_SLOTS: C fields when compiled).
+    __slots__ = ("limits", "is_client", "unsafe_tracebacks", "proxy_factory", "_vocab",
+                 "_framer", "assemble",  # StreamReceiver
+                 "_export_ids", "_viewpoints", "_imports", "_refusing",
+                 "_told_limit", "peer", "peer_info", "on_abort", "__weakref__") + CACHE_SLOTS
 
     def __init__(self, root: Any = None, is_client: bool = False,
                  proxy_factory: Optional[ProxyFactory] = None,
@@ -232,52 +244,7 @@ class Broker(StreamReceiver, CacheProtocol):
         """True when :meth:`pieces_to_send` would return something."""
         return bool(self._out or self.released)
 
-    def pieces_to_send(self) -> List[bytes]:
-        """Return (and forget) the bytes produced so far, as pieces.
-
-        Writing the pieces with scatter/gather I/O spares a copy of large
-        payloads (a bytes value of its own is one piece).
-        """
-        if self.released:
-            self._send_decrefs()
-        out, self._out = self._out, []
-        return out
-
     # ------------------------------------------------------------ receiving
-
-    def _handle(self, buf: bytes, pos: int, events: List[Event]) -> int:
-        if self._state != _READY:
-            return self._handshake(buf, pos, events)
-        reader: Reader = self._reader  # type: ignore[assignment]  # one per connection
-        reader.restart(buf, pos, self.security, self._long_strings)  # as if new
-        if buf.startswith(self._answer_head, pos):  # _on_answer written out
-            reader.pos = pos + len(self._answer_head)
-            request_id = reader.raw()
-            waiting = self._waiting
-            if type(request_id) is not int or request_id not in waiting:
-                self._check_waiting(request_id)  # raises
-            try:
-                value = reader.jelly()
-            except (InsecureJelly, JellyError) as exc:
-                self._undecodable(request_id, exc, events)
-            if reader.imported:
-                self._commit(reader)
-            waiting.discard(request_id)  # only once the whole message is in
-            events.append(AnswerReceived(request_id, value))
-            return reader.pos
-        if buf.startswith(self._message_head, pos):
-            reader.pos = pos + len(self._message_head)
-            self._on_message(reader, 6, events)
-            return reader.pos
-        count = reader.list_header()
-        if count < 1:
-            raise ProtocolError("empty top-level message")
-        command = reader.raw()
-        handler = self._commands.get(command) if type(command) is bytes else None
-        if handler is None:
-            raise ProtocolError(f"unknown PB command {command!r}")
-        handler(self, reader, count - 1, events)
-        return reader.pos
 
     def _handshake(self, buf: bytes, pos: int, events: List[Event]) -> int:
         reader = Reader(buf, pos, self.security, None, False, self.limits.size_limit,
@@ -334,83 +301,6 @@ class Broker(StreamReceiver, CacheProtocol):
 
     def _on_cachemessage(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._on_message(reader, count, events, cache=True)
-
-    def _on_message(self, reader: Reader, count: int, events: List[Event],
-                    cache: bool = False) -> None:
-        if count != 6:
-            self._fields(reader, count, 6, "cachemessage" if cache else "message")
-        request_id, oid, name, answer_required = reader.raw_fields(4)
-        if type(request_id) is not int:
-            raise ProtocolError(f"request id {request_id!r} is not an integer")
-        method_name = self._names.get(name) if type(name) is bytes else None
-        callable_name = method_name is not None
-        if method_name is None:
-            method_name, callable_name = self._method_name(name)
-        answer_required = bool(answer_required)
-        if cache:
-            target = self.cache_target(oid)
-        else:
-            entry = self._exports.get(oid) if type(oid) in (int, bytes) else None
-            target = None if entry is None else entry[0]
-        if target is None:
-            reader.skip()
-            reader.skip()
-            what = "Cache" if cache else "Object"  # Twisted's text: "Invalid Object ID"
-            self._reply_error(request_id, answer_required, Error(f"Invalid {what} ID"))
-            self._violation(f"message to unknown {what.lower()} id {oid!r}", events)
-            return
-        try:
-            args = reader.jelly()
-            kwargs = reader.jelly()
-        except InsecureJelly as exc:
-            self._rest_of(reader)
-            self._commit(reader)
-            self._reply_error(request_id, answer_required, exc)
-            self._violation(f"refused type in arguments: {exc}", events)
-            return
-        if reader.imported:
-            self._commit(reader)
-        # The call is delivered, or answered at once with why not.
-        if type(args) is not tuple and type(args) is not list or type(kwargs) is not dict:
-            self._reply_error(request_id, answer_required,
-                              TypeError("arguments must be a tuple and a dictionary"))
-            return
-        if kwargs:
-            try:
-                kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
-                          for k, v in kwargs.items()}
-            except UnicodeDecodeError:
-                kwargs = None
-            if kwargs is None or not all(type(k) is str for k in kwargs):
-                self._reply_error(request_id, answer_required,
-                                  TypeError("keyword argument names must be text"))
-                return
-        if not callable_name:  # dots, dunders, odd characters
-            self._reply_error(request_id, answer_required, NoSuchMethod(
-                f"refused method name {method_name!r}: only identifiers without '__' "
-                f"are callable"))
-            return
-        if isinstance(target, Referenceable):
-            method, perspective = target.remote_method(method_name), target.pb_perspective
-        elif isinstance(target, RemoteCache):  # a cachemessage: the owner's update
-            method, perspective = target.observe_method(method_name), None
-        else:
-            method = perspective = None
-        if method is None:
-            prefix = (target.observe_prefix if isinstance(target, RemoteCache)
-                      else getattr(target, "remote_prefix", "remote_"))
-            self._reply_error(request_id, answer_required,
-                              NoSuchMethod(f"No such method: {prefix}{method_name}"))
-            return
-        limit = self._max_incoming
-        if limit is not None and self._incoming >= limit:
-            self._refuse_call(request_id, answer_required, limit)
-            return
-        if answer_required:
-            self._incoming += 1
-        events.append(CallReceived(request_id, method,
-                                   args if type(args) is tuple else tuple(args), kwargs,
-                                   answer_required, perspective))
 
     def _method_name(self, name: Any) -> Tuple[str, bool]:
         """A method name from the wire, decoded, and whether it may be
@@ -530,7 +420,7 @@ class Broker(StreamReceiver, CacheProtocol):
 
     _commands: Dict[bytes, Callable[..., None]] = {
         b"version": _on_version,
-        b"message": _on_message,
+        b"message": BrokerCore._on_message,
         b"answer": _on_answer,
         b"error": _on_error,
         b"decref": _on_decref,
@@ -656,68 +546,6 @@ class Broker(StreamReceiver, CacheProtocol):
 
     # ------------------------------------------------------------ operations
 
-    def call(self, oid: Any, name: str, args: Tuple[Any, ...] = (),
-             kwargs: Optional[Dict[str, Any]] = None,
-             answer_required: bool = True, perspective: Any = None, cache: bool = False) -> int:
-        """Queue a call of ``name`` on the peer's object ``oid``.
-
-        ``perspective`` is passed to the arguments' ``getStateToCopyFor``.
-        With ``cache``, ``oid`` is a cache id and the call is a
-        ``cachemessage`` to the peer's RemoteCache (``observe_`` methods).
-
-        Returns:
-            the request id; its answer arrives as an event with that id.
-
-        Raises:
-            ProtocolError: the connection is not ready or is dead.
-            BananaError, TypeError, Error: an argument cannot be sent
-                (nothing is queued and no id is used).
-        """
-        if self._state != _READY:
-            raise ProtocolError("connection is not ready for calls")
-        if self.released:  # a proxy dropped before this call is released before it
-            self._send_decrefs()
-        self._perspective = perspective
-        # The arguments: a tuple and a dictionary, two serialisations. The
-        # tuple is new and unreachable from its items, so it needs no
-        # reference slot; empty keyword arguments are a constant.
-        writer = self._writer
-        body: List[bytes] = []
-        if self._pending_exports:
-            self._pending_exports = []
-        writer.wrote_large = False  # a large piece keeps the message in pieces
-        try:
-            writer.write_items(b"tuple", args, body)
-            if kwargs:
-                writer.write(dict(kwargs), body)
-            else:
-                body.append(self._empty_kwargs)
-        except BaseException:
-            self._rollback_exports()
-            raise
-        if self._pending_exports:
-            self._commit_exports()
-        self._next_request += 1
-        request_id = self._next_request
-        target = self._call_targets.get((oid, name))
-        if target is None:
-            target = ((writer.int_token(oid) if type(oid) is int else writer.word(oid))
-                      + writer.word(name.encode("utf-8")))
-            if len(self._call_targets) >= 1024:
-                self._call_targets.clear()
-            self._call_targets[(oid, name)] = target
-        head = ((self._cachemessage_head if cache else self._message_head)
-                + writer.int_token(request_id) + target
-                + (b"\x01\x81" if answer_required else b"\x00\x81"))
-        if len(body) <= 8 and not writer.wrote_large:  # small: one piece, one plain send
-            self._out.append(head + b"".join(body))
-        else:
-            self._out.append(head)
-            self._out.extend(body)
-        if answer_required:
-            self._waiting.add(request_id)
-        return request_id
-
     def _encode_parts(self, values: Tuple[Any, ...]) -> List[bytes]:
         writer = self._writer
         out: List[bytes] = []
@@ -752,32 +580,8 @@ class Broker(StreamReceiver, CacheProtocol):
             if entry is not None and entry[1] == 0:
                 self._forget_export(item)
 
-    def answer(self, request_id: Any, value: Any, perspective: Any = None) -> None:
-        """Queue the answer to the peer's call ``request_id``.
-
-        ``perspective`` is the :class:`CallReceived`'s: copies in the answer
-        are made for it. A value that cannot be sent is reported to the
-        caller as an error instead (Twisted would drop the connection).
-        """
-        if self._incoming:
-            self._incoming -= 1
-        if self._state != _READY:
-            return
-        if self.released:
-            self._send_decrefs()
-        kind = type(value)
-        if kind is int and 0 <= value < 2097152:  # a small int: its token is int_token's
-            int_token = self._writer.int_token
-            self._out.append(self._answer_head + int_token(request_id) + int_token(value))
-            return
-        if value is None or kind is bool or kind is float:
-            # A plain answer (the usual small result): one token, nothing to
-            # share, export or roll back.
-            writer = self._writer
-            out: List[bytes] = []
-            writer.value(value, out)
-            self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
-            return
+    def _answer_slow(self, request_id: Any, value: Any, perspective: Any) -> None:
+        """:meth:`answer` past its fast path: a value to encode."""
         self._perspective = perspective
         try:
             body = self._encode_parts((value,))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from .cache import Cacheable, RemoteCache
 from .errors import DeadReferenceError, Error, ProtocolError
@@ -80,12 +80,20 @@ class CacheObserver:
 ObserverFactory = Callable[[Any, Cacheable, Any], Any]
 
 
+#: The broker's slots that hold :class:`CacheProtocol`'s attributes.
+CACHE_SLOTS = ("_caches", "_cache_ids", "_cache_imports", "_cache_dicts", "observer_factory",
+               "on_release", "_next_oid")
+
+
 class CacheProtocol:
     """Cache tables and handlers; mixed into the broker."""
 
-    # _next_oid: the broker's counter, shared by its exports and cache ids.
-    __slots__ = ("_caches", "_cache_ids", "_cache_imports", "_cache_dicts", "observer_factory",
-                 "on_release", "_next_oid")
+    if not TYPE_CHECKING:
+        # No storage of its own: its attributes are slots of the broker
+        # (CACHE_SLOTS), as two bases with slots cannot both have some.
+        # (mypy, told of no slots, checks the attributes as declared.)
+        # _next_oid is the broker's counter, shared by its exports and cache ids.
+        __slots__ = ()
 
     _perspective: Any
     _pending_exports: List[Any]

@@ -4,9 +4,10 @@
 Theory of operation
 -------------------
 :class:`StreamReceiver` is mixed into :class:`~syncpb.broker.Broker`: it
-takes received bytes (:meth:`~StreamReceiver.receive_data`), finds where
-each message ends and hands each whole message to the broker's decoder
-(``_handle``), which appends the events.
+takes received bytes (from :meth:`~syncpb.brokercore.BrokerCore.receive_data`,
+which decodes a message that came whole itself), finds where each message
+ends and hands each whole message to the broker's decoder (``_handle``),
+which appends the events.
 
 * Most messages arrive whole, so the broker first decodes straight from
   the received chunk.
@@ -51,13 +52,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from . import banana
 from .assembly import SIZE as ASSEMBLY_SIZE
 from .assembly import Assembly
+from .brokercore import _DEAD
 from .errors import InsecureJelly, ProtocolError
 from .jelly import Incomplete
 
 __all__ = ["StreamReceiver"]
 
-#: The broker's states (its ``_state``).
-_AWAIT_OFFER, _AWAIT_CHOICE, _READY, _DEAD = range(4)
 #: A message assembled from pieces and larger than this is not kept by the
 #: reader until the next one (a message that came whole is the read's own).
 KEEP_AFTER = 64 * 1024
@@ -96,34 +96,6 @@ class StreamReceiver:
         """The connection is over: drop what was received of a message."""
         self._chunks, self._assembly = [], None
         self.assemble = self._frame_first = False
-
-    def receive_data(self, data: bytes) -> List[Event]:
-        """Feed received bytes; return the events they complete, in order."""
-        events: List[Event] = []
-        if self._state == _DEAD or not data:
-            return events
-        try:
-            if type(data) is not bytes:
-                data = bytes(data)
-            if self._frame_first or self._chunks or self._assembly is not None:
-                self._receive(data, events)
-                return events
-            try:  # the usual case, written out: a whole message, decoded in place
-                pos = self._handle(data, 0, events)
-            except Incomplete:
-                self._incomplete(data, 0)
-                return events
-            except (ProtocolError, InsecureJelly):
-                if self._wait_for_end(data, 0):
-                    return events
-                raise
-            if pos < len(data) and self._state != _DEAD:
-                self._receive(data, events, pos)
-        except (ProtocolError, InsecureJelly) as exc:
-            self._die(exc, events)
-        except RecursionError:
-            self._die(ProtocolError("value nested too deeply to decode"), events)
-        return events
 
     @property
     def message_under_way(self) -> bool:

@@ -52,8 +52,8 @@ def load(name: str) -> Optional[ModuleType]:
     return _loaded[name]
 
 
-#: the compiled codec's modules, each mirroring a pure-Python one
-CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter")
+#: the compiled modules (the codec and the broker core), each mirroring a pure-Python one
+CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokercore")
 
 
 def codec_compiled() -> bool:

@@ -1,0 +1,270 @@
+# cython: language_level=3
+"""The broker's core compiled: the twin of syncpb/brokercore.py (layer L1.95).
+
+Theory of operation
+-------------------
+The same class as :class:`syncpb.brokercore.BrokerCore`, method for method
+and line for line, so that both give the same events, bytes and errors
+(tests/test_brokercore.py compares them; the broker suites run on both).
+What compiling buys is the state: here the attributes every call touches
+are C fields of the instance, typed where their type never changes (a
+list, a dict, a set, a count), so reading one is a pointer load instead of
+a dictionary probe, and the list, dict and set operations on them are
+direct C-API calls. Everything the hot paths do not need (the handshake,
+errors, references, caches, messages in pieces) stays in Python, in
+:class:`syncpb.broker.Broker`, reached through ``self``.
+
+Keep the two in step: a change to one is a change to both.
+"""
+
+from .cache import RemoteCache
+from .errors import Error, InsecureJelly, NoSuchMethod, ProtocolError
+from .events import AnswerReceived, CallReceived
+from .flavors import Referenceable
+from .jellybase import Incomplete, JellyError
+
+# The broker's states, as in brokercore.py.
+cdef int _READY = 2
+cdef int _DEAD = 3
+
+
+cdef class BrokerCore:
+    """The state and hot paths of :class:`~syncpb.broker.Broker` (its base)."""
+
+    # brokercore.CORE_SLOTS, as C fields
+    cdef public int _state
+    cdef public list released
+    cdef public list _out
+    cdef public list _pending_exports
+    cdef public list _chunks
+    cdef public object _perspective
+    cdef public object _writer
+    cdef public object _reader
+    cdef public object security
+    cdef public object _long_strings
+    cdef public object _assembly
+    cdef public object _max_incoming
+    cdef public bytes _empty_kwargs
+    cdef public bytes _message_head
+    cdef public bytes _cachemessage_head
+    cdef public bytes _answer_head
+    cdef public dict _call_targets
+    cdef public dict _names
+    cdef public dict _exports
+    cdef public set _waiting
+    cdef public long long _next_request
+    cdef public Py_ssize_t _incoming
+    cdef public bint _frame_first
+
+    def pieces_to_send(self):
+        if self.released:
+            self._send_decrefs()
+        out = self._out
+        self._out = []
+        return out
+
+    def receive_data(self, data):
+        cdef list events = []
+        cdef Py_ssize_t pos
+        if self._state == _DEAD or not data:
+            return events
+        try:
+            if type(data) is not bytes:
+                data = bytes(data)
+            if self._frame_first or self._chunks or self._assembly is not None:
+                self._receive(data, events)
+                return events
+            try:
+                pos = self._handle(data, 0, events)
+            except Incomplete:
+                self._incomplete(data, 0)
+                return events
+            except (ProtocolError, InsecureJelly):
+                if self._wait_for_end(data, 0):
+                    return events
+                raise
+            if pos < len(<bytes>data) and self._state != _DEAD:
+                self._receive(data, events, pos)
+        except (ProtocolError, InsecureJelly) as exc:
+            self._die(exc, events)
+        except RecursionError:
+            self._die(ProtocolError("value nested too deeply to decode"), events)
+        return events
+
+    def _handle(self, bytes buf, Py_ssize_t pos, list events):
+        cdef set waiting
+        if self._state != _READY:
+            return self._handshake(buf, pos, events)
+        reader = self._reader
+        reader.restart(buf, pos, self.security, self._long_strings)
+        if buf.startswith(self._answer_head, pos):
+            reader.pos = pos + len(self._answer_head)
+            request_id = reader.raw()
+            waiting = self._waiting
+            if type(request_id) is not int or request_id not in waiting:
+                self._check_waiting(request_id)
+            try:
+                value = reader.jelly()
+            except (InsecureJelly, JellyError) as exc:
+                self._undecodable(request_id, exc, events)
+            if reader.imported:
+                self._commit(reader)
+            waiting.discard(request_id)
+            events.append(AnswerReceived(request_id, value))
+            return reader.pos
+        if buf.startswith(self._message_head, pos):
+            reader.pos = pos + len(self._message_head)
+            self._on_message(reader, 6, events)
+            return reader.pos
+        count = reader.list_header()
+        if count < 1:
+            raise ProtocolError("empty top-level message")
+        command = reader.raw()
+        handler = self._commands.get(command) if type(command) is bytes else None
+        if handler is None:
+            raise ProtocolError(f"unknown PB command {command!r}")
+        handler(self, reader, count - 1, events)
+        return reader.pos
+
+    def call(self, oid, str name, args=(), kwargs=None, answer_required=True,
+             perspective=None, cache=False):
+        cdef list body
+        cdef bytes target, head
+        if self._state != _READY:
+            raise ProtocolError("connection is not ready for calls")
+        if self.released:
+            self._send_decrefs()
+        self._perspective = perspective
+        writer = self._writer
+        body = []
+        if self._pending_exports:
+            self._pending_exports = []
+        writer.wrote_large = False
+        try:
+            writer.write_items(b"tuple", args, body)
+            if kwargs:
+                writer.write(dict(kwargs), body)
+            else:
+                body.append(self._empty_kwargs)
+        except BaseException:
+            self._rollback_exports()
+            raise
+        if self._pending_exports:
+            self._commit_exports()
+        self._next_request += 1
+        request_id = self._next_request
+        key = (oid, name)
+        target = self._call_targets.get(key)
+        if target is None:
+            target = ((writer.int_token(oid) if type(oid) is int else writer.word(oid))
+                      + writer.word(name.encode("utf-8")))
+            if len(self._call_targets) >= 1024:
+                self._call_targets.clear()
+            self._call_targets[key] = target
+        head = ((self._cachemessage_head if cache else self._message_head)
+                + writer.int_token(request_id) + target
+                + (b"\x01\x81" if answer_required else b"\x00\x81"))
+        if len(body) <= 8 and not writer.wrote_large:
+            self._out.append(head + b"".join(body))
+        else:
+            self._out.append(head)
+            self._out.extend(body)
+        if answer_required:
+            self._waiting.add(request_id)
+        return request_id
+
+    def answer(self, request_id, value, perspective=None):
+        if self._incoming:
+            self._incoming -= 1
+        if self._state != _READY:
+            return
+        if self.released:
+            self._send_decrefs()
+        kind = type(value)
+        if kind is int and 0 <= value < 2097152:
+            int_token = self._writer.int_token
+            self._out.append(self._answer_head + int_token(request_id) + int_token(value))
+            return
+        if value is None or kind is bool or kind is float:
+            writer = self._writer
+            out = []
+            writer.value(value, out)
+            self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
+            return
+        self._answer_slow(request_id, value, perspective)
+
+    def _on_message(self, reader, Py_ssize_t count, list events, cache=False):
+        cdef bint callable_name, answer_required
+        if count != 6:
+            self._fields(reader, count, 6, "cachemessage" if cache else "message")
+        request_id, oid, name, required = reader.raw_fields(4)
+        if type(request_id) is not int:
+            raise ProtocolError(f"request id {request_id!r} is not an integer")
+        method_name = self._names.get(name) if type(name) is bytes else None
+        callable_name = method_name is not None
+        if method_name is None:
+            method_name, callable_name = self._method_name(name)
+        answer_required = bool(required)
+        if cache:
+            target = self.cache_target(oid)
+        else:
+            entry = self._exports.get(oid) if type(oid) is int or type(oid) is bytes else None
+            target = None if entry is None else entry[0]
+        if target is None:
+            reader.skip()
+            reader.skip()
+            what = "Cache" if cache else "Object"
+            self._reply_error(request_id, answer_required, Error(f"Invalid {what} ID"))
+            self._violation(f"message to unknown {what.lower()} id {oid!r}", events)
+            return
+        try:
+            args = reader.jelly()
+            kwargs = reader.jelly()
+        except InsecureJelly as exc:
+            self._rest_of(reader)
+            self._commit(reader)
+            self._reply_error(request_id, answer_required, exc)
+            self._violation(f"refused type in arguments: {exc}", events)
+            return
+        if reader.imported:
+            self._commit(reader)
+        if type(args) is not tuple and type(args) is not list or type(kwargs) is not dict:
+            self._reply_error(request_id, answer_required,
+                              TypeError("arguments must be a tuple and a dictionary"))
+            return
+        if kwargs:
+            try:
+                kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
+                          for k, v in kwargs.items()}
+            except UnicodeDecodeError:
+                kwargs = None
+            if kwargs is None or not all(type(k) is str for k in kwargs):
+                self._reply_error(request_id, answer_required,
+                                  TypeError("keyword argument names must be text"))
+                return
+        if not callable_name:
+            self._reply_error(request_id, answer_required, NoSuchMethod(
+                f"refused method name {method_name!r}: only identifiers without '__' "
+                f"are callable"))
+            return
+        if isinstance(target, Referenceable):
+            method, perspective = target.remote_method(method_name), target.pb_perspective
+        elif isinstance(target, RemoteCache):
+            method, perspective = target.observe_method(method_name), None
+        else:
+            method = perspective = None
+        if method is None:
+            prefix = (target.observe_prefix if isinstance(target, RemoteCache)
+                      else getattr(target, "remote_prefix", "remote_"))
+            self._reply_error(request_id, answer_required,
+                              NoSuchMethod(f"No such method: {prefix}{method_name}"))
+            return
+        limit = self._max_incoming
+        if limit is not None and self._incoming >= limit:
+            self._refuse_call(request_id, answer_required, limit)
+            return
+        if answer_required:
+            self._incoming += 1
+        events.append(CallReceived(request_id, method,
+                                   args if type(args) is tuple else tuple(args), kwargs,
+                                   answer_required, perspective))
