@@ -71,8 +71,8 @@ typecheck: $(VENV)/.test
 	ln -s "$(CURDIR)/tls" "$(CURDIR)/adapters" $(TYPECHECK)/syncpb/
 	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/mypy.ini" -p syncpb
 
-# The files of the compiled twins (syncpb/_c*.pyx: the codec and the broker
-# core) run twice: with the compiled modules (built by `pip install -e .`;
+# The files of the compiled twins (syncpb/_c*.pyx: the codec, the broker core
+# and the sessions core) run twice: with the compiled modules (built by `pip install -e .`;
 # tests/test_speedups.py checks they are the ones in use) and with the
 # pure-Python reference (SYNCPB_PURE=1, which also covers the TLS files).
 TWIN_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties_fuzz.py \
@@ -80,7 +80,10 @@ TWIN_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties
 	tests/test_bad_input.py tests/test_speedups.py tests/test_e2e_calls.py tests/test_e2e_references.py \
 	tests/test_cacheable.py tests/test_copyable.py tests/test_hot_paths.py tests/test_zero_copy.py \
 	tests/test_paging.py tests/test_assembly.py tests/interop \
-	tests/test_brokercore.py tests/test_portal.py tests/test_viewable.py tests/test_green_yield.py
+	tests/test_brokercore.py tests/test_portal.py tests/test_viewable.py tests/test_green_yield.py \
+	tests/test_sessioncore.py tests/test_e2e_threads.py tests/test_threaded_waiting.py \
+	tests/test_call_timeout.py tests/test_call_cancel_e2e.py tests/test_waiting.py \
+	tests/test_gevent_boundary.py
 
 test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest

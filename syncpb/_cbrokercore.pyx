@@ -56,6 +56,11 @@ cdef class BrokerCore:
     cdef public Py_ssize_t _incoming
     cdef public bint _frame_first
 
+    @property
+    def has_output(self):
+        """True when :meth:`pieces_to_send` would return something."""
+        return bool(self._out or self.released)
+
     def pieces_to_send(self):
         if self.released:
             self._send_decrefs()

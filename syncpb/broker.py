@@ -239,11 +239,6 @@ class Broker(BrokerCore, StreamReceiver, CacheProtocol):
         """Return (and forget) the bytes produced so far."""
         return b"".join(self.pieces_to_send())
 
-    @property
-    def has_output(self) -> bool:
-        """True when :meth:`pieces_to_send` would return something."""
-        return bool(self._out or self.released)
-
     # ------------------------------------------------------------ receiving
 
     def _handshake(self, buf: bytes, pos: int, events: List[Event]) -> int:

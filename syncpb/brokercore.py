@@ -100,6 +100,11 @@ class BrokerCore:
         def _die(self, exc: BaseException, events: List[Event]) -> None: ...
         _commands: Dict[bytes, Any]
 
+    @property
+    def has_output(self) -> bool:
+        """True when :meth:`pieces_to_send` would return something."""
+        return bool(self._out or self.released)
+
     def pieces_to_send(self) -> List[bytes]:
         """Return (and forget) the bytes produced so far, as pieces.
 

@@ -32,10 +32,9 @@ from __future__ import annotations
 import functools
 import logging
 import socket as stdlib_socket
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from .broker import (AnswerReceived, Broker, CallReceived, ErrorReceived, ImportRecord,
-                     ProtocolViolation, Ready)
+from .broker import Broker, CallReceived, ImportRecord
 from .deferred import Deferred
 from .errors import (STALE_REFERENCE, BananaError, CallTimeout, ConnectionLost,
                      DeadReferenceError, Error, ProtocolError)
@@ -48,6 +47,17 @@ from .sendqueue import _DONTWAIT as _DONTWAIT  # (threaded.py imports it from he
 from . import transport
 from .transport import read_buffer
 from .waiting import real
+from . import sessioncore, speedups
+
+if TYPE_CHECKING:
+    from .sessioncore import SessionCore as SessionCore
+    from .sessioncore import ThreadedCore as ThreadedCore
+    from .sessioncore import _Follower as _Follower
+else:
+    # The sessions' state and hot paths: compiled (syncpb/_csessioncore.pyx)
+    # when built, else the reference, syncpb/sessioncore.py.
+    _core = speedups.load("_csessioncore") or sessioncore
+    SessionCore, ThreadedCore, _Follower = _core.SessionCore, _core.ThreadedCore, _core._Follower
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
@@ -61,8 +71,9 @@ _allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
 
 
-class Session(IncomingCalls, SendQueue):
-    """One connection: a broker, a socket, the calls in flight (running the
+class Session(SessionCore, IncomingCalls, SendQueue):
+    """One connection: a broker, a socket, the calls in flight (its state and
+    :meth:`feed`: :class:`~syncpb.sessioncore.SessionCore`; running the
     peer's calls: :class:`~syncpb.incoming.IncomingCalls`; writing:
     :class:`~syncpb.sendqueue.SendQueue`).
 
@@ -229,43 +240,6 @@ class Session(IncomingCalls, SendQueue):
         self._flush()
 
     # ------------------------------------------------------------ incoming
-
-    def feed(self, data: Optional[bytes]) -> None:
-        """Process received bytes (None: the message :meth:`_read_rest`
-        completed): resolve answers, dispatch calls."""
-        answers: List[Tuple[Any, Any, bool]] = []
-        violation: Optional[ProtocolViolation] = None
-        ready = False
-        with self._lock:
-            broker = self.broker
-            events = broker.receive_data(data) if data is not None else broker.receive_buffered()
-            if broker.has_output:
-                self._queue.extend(broker.pieces_to_send())
-            for event in events:
-                kind = type(event)
-                if kind is CallReceived:
-                    self._dispatch(event)  # under the lock: calls start in arrival order
-                elif kind is AnswerReceived or kind is ErrorReceived:
-                    d = self._pending.pop(event.request_id, None)
-                    if d is not None:
-                        answers.append((d, event.value if kind is AnswerReceived else event.error,
-                                        kind is AnswerReceived))
-                elif kind is ProtocolViolation:
-                    violation = event
-                elif kind is Ready:
-                    ready = True
-        if self._queue:
-            self._flush()
-        if ready and not self.ready.called:
-            self.ready.callback(True)  # (a failed first write may have ended it)
-        for d, value, ok in answers:
-            if ok:
-                d.callback(value)
-            else:
-                d.errback(Failure(value))
-        if violation is not None:
-            log.warning("closing PB connection %s: %s", self.name, violation.error)
-            self._lost(f"protocol violation: {violation.error}", violation.error)
 
     def _recv(self, sock: Any) -> Optional[bytes]:
         """Read once; None when the connection has ended (it is then torn

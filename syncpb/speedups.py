@@ -52,8 +52,10 @@ def load(name: str) -> Optional[ModuleType]:
     return _loaded[name]
 
 
-#: the compiled modules (the codec and the broker core), each mirroring a pure-Python one
-CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokercore")
+#: the compiled modules (the codec, the broker core, the sessions core), each mirroring
+#: a pure-Python one
+CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokercore",
+                                  "_csessioncore")
 
 
 def codec_compiled() -> bool:

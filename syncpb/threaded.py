@@ -42,19 +42,17 @@ own greenlets. That side lives in :mod:`syncpb.greencallers`.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from .broker import Broker, CallReceived
 from .deferred import Deferred
 from .dispatch import OrderedDispatcher, before_blocking
-from .errors import (STALE_REFERENCE, CallTimeout, ConnectionLost, DeadReferenceError,
-                     format_seconds)
+from .errors import CallTimeout, ConnectionLost, format_seconds
 from .greencallers import GreenCallers
-from .leading import _BACKGROUND, LeaderFollower, _Follower
+from .leading import _BACKGROUND, LeaderFollower
 from .osthreads import OSThread
-from .session import _DONTWAIT, Session, _allocate_lock, _get_ident
+from .session import _DONTWAIT, Session, ThreadedCore, _allocate_lock, _Follower, _get_ident
 from .waiting import Wakeup, cooperative_hub, poll_readable
 
 __all__ = ["ThreadedSession"]
@@ -65,10 +63,9 @@ GRACE = 0.002
 #: Longest the background reader sleeps between checks while callers lead.
 MAX_NAP = 0.005
 _monotonic = time.monotonic
-_modules = sys.modules
 
 
-class ThreadedSession(GreenCallers, LeaderFollower, Session):
+class ThreadedSession(ThreadedCore, GreenCallers, LeaderFollower, Session):
     """A session whose waiting threads read the socket themselves (taking
     turns: :class:`~syncpb.leading.LeaderFollower`; greenlets only wait:
     :class:`~syncpb.greencallers.GreenCallers`)."""
@@ -157,64 +154,6 @@ class ThreadedSession(GreenCallers, LeaderFollower, Session):
         with self._state:
             if self._wake_fds:
                 os.write(self._wake_w, b"x")
-
-    def call_blocking(self, oid: Any, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
-                      timeout: Optional[float] = None) -> Any:
-        """Call and wait for the answer without a Deferred (the fast path).
-
-        Raises:
-            the remote exception, CallTimeout, ConnectionLost,
-            DeadReferenceError, or the local error of an unsendable argument.
-        """
-        if "gevent._hub_local" in _modules and cooperative_hub() is not None:
-            return self._call_blocking_green(oid, name, args, kwargs, timeout)
-        slot = _Follower()
-        send_mutex = self._send_mutex
-        with self._lock:
-            if self.closed:
-                raise DeadReferenceError(STALE_REFERENCE)
-            broker = self.broker
-            request_id = broker.call(oid, name, args, kwargs)
-            self._pending[request_id] = slot
-            pieces = broker.pieces_to_send()
-            # Nothing queued ahead and nobody writing (the usual case): write
-            # the call from here. Taking the send lock before letting go of
-            # the broker lock keeps messages in the order they were encoded.
-            direct = not self._queue and send_mutex.acquire(False)
-            if not direct:
-                self._queue.extend(pieces)
-        if direct:
-            try:
-                if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
-                    self.sock.sendall(pieces[0])
-                else:
-                    self._write(pieces)
-            except OSError as exc:
-                self._lost(f"write failed: {exc}", exc)
-            finally:
-                send_mutex.release()
-            if self._queue:  # queued by a finalizer while we wrote
-                self._flush()
-        else:
-            self._flush()
-        before_blocking()
-        deadline = None if timeout is None else _monotonic() + timeout
-        state = self._state
-        state.acquire()
-        if self._leader is None:  # nobody reads: lead at once (the usual case)
-            self._leader, self._leader_thread = slot, _get_ident()
-            state.release()
-            try:
-                self._lead(slot, deadline)
-            finally:
-                self._resign()
-        else:
-            state.release()
-        if not slot.done:
-            self._wait(slot, deadline)
-        elif slot.ok:  # the usual case, written out
-            return slot.value
-        return self._outcome(slot, request_id, name, timeout)
 
     def _outcome(self, slot: Any, request_id: int, name: str, timeout: Optional[float]) -> Any:
         """The answer in ``slot``; or, when none came, why (ConnectionLost

@@ -23,7 +23,7 @@ LAYER = {
     "cache": 0.6, "events": 1.8, "brokercache": 1.9, "assembly": 1.93, "brokercore": 1.95, "brokerstream": 1.96,
     "broker": 2.0,
     "waiting": 3.0, "osthreads": 3.01, "failure": 3.0, "unixsocket": 3.01, "transport": 3.02, "keepalive": 3.02, "dispatch": 3.02, "timers": 3.05, "deferred": 3.1, "reference": 3.2, "peercheck": 3.25, "portal": 3.3, "passwords": 3.4,
-    "incoming": 4.0, "sendqueue": 4.0, "session": 4.01, "greencallers": 4.05, "leading": 4.05,
+    "incoming": 4.0, "sendqueue": 4.0, "sessioncore": 4.005, "session": 4.01, "greencallers": 4.05, "leading": 4.05,
     "threaded": 4.1, "green": 4.1,
     "heartbeat": 4.5,
     "client": 5.0, "server": 5.0, "util": 5.0, "reconnect": 5.5,

@@ -1,0 +1,278 @@
+# cython: language_level=3
+"""The sessions' core compiled: the twin of syncpb/sessioncore.py (layer L4.005).
+
+Theory of operation
+-------------------
+The same classes as :mod:`syncpb.sessioncore`, method for method and line
+for line, so that both behave alike (the session suites run on both:
+TWIN_TESTS in the Makefile). What compiling buys is the state: the
+attributes a call touches on its way through a session are C fields of
+the instance, typed where their type never changes, and a waiting caller
+(:class:`_Follower`) is a small C object. Everything else stays in Python,
+in the session classes, reached through ``self``.
+
+Keep the two in step: a change to one is a change to both.
+"""
+
+import logging
+import os
+import sys
+import time
+
+from .errors import STALE_REFERENCE, DeadReferenceError
+from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
+from .dispatch import before_blocking
+from .failure import Failure
+from .sendqueue import _DONTWAIT
+from .transport import read_buffer
+from .waiting import cooperative_hub, poll_readable, real
+
+log = logging.getLogger("syncpb")
+
+_allocate_lock = real("_thread", "allocate_lock")
+_get_ident = real("_thread", "get_ident")
+_monotonic = time.monotonic
+_modules = sys.modules
+
+
+cdef class _Follower:
+    """One waiting caller: a lock that is released to wake it.
+
+    It doubles as the pending entry of a blocking call: the session
+    resolves it with :meth:`callback`/:meth:`errback` like a Deferred, so a
+    blocking call needs no Deferred at all. The lock is made only when the
+    caller has to wait for someone else (:meth:`arm`); a caller that leads
+    at once, the usual case, never needs one.
+    """
+
+    cdef public object lock
+    cdef public object value
+    cdef public bint done
+    cdef public bint ok
+
+    def arm(self):
+        """Make the (held) lock this caller will sleep on; before it checks
+        :attr:`done` (a wake-up that came earlier found no lock to release)."""
+        if self.lock is None:
+            lock = _allocate_lock()
+            lock.acquire()
+            self.lock = lock
+
+    def callback(self, value):
+        self.value, self.ok, self.done = value, True, True
+        if self.lock is not None:  # it sleeps (else it sees ``done`` before it would)
+            self.wake()
+
+    def errback(self, failure):
+        self.value, self.ok, self.done = failure.value, False, True
+        self.wake()
+
+    def wake(self):
+        lock = self.lock
+        if lock is None:  # not sleeping: it sees ``done`` before it would sleep
+            return
+        try:
+            lock.release()
+        except RuntimeError:  # already awake
+            pass
+
+    def settled(self):
+        self.done = True
+        self.wake()
+
+
+cdef class SessionCore:
+    """The state and the receiving hot path of a session (its base)."""
+
+    # as in sessioncore.py, as C fields
+    cdef public object sock
+    cdef public object broker
+    cdef public object name
+    cdef public bint closed
+    cdef public object ready
+    cdef public object _raw_sock
+    cdef public bint _reads_into
+    cdef public object _lock
+    cdef public dict _pending
+    cdef public list _queue
+    cdef public bint _lost_done
+    cdef public object _send_mutex
+
+    def feed(self, data):
+        """Process received bytes (None: the message :meth:`_read_rest`
+        completed): resolve answers, dispatch calls."""
+        cdef list answers = []
+        cdef bint ready = False
+        violation = None
+        with self._lock:
+            broker = self.broker
+            events = broker.receive_data(data) if data is not None else broker.receive_buffered()
+            if broker.has_output:
+                self._queue.extend(broker.pieces_to_send())
+            for event in events:
+                kind = type(event)
+                if kind is CallReceived:
+                    self._dispatch(event)  # under the lock: calls start in arrival order
+                elif kind is AnswerReceived or kind is ErrorReceived:
+                    d = self._pending.pop(event.request_id, None)
+                    if d is not None:
+                        answers.append((d, event.value if kind is AnswerReceived else event.error,
+                                        kind is AnswerReceived))
+                elif kind is ProtocolViolation:
+                    violation = event
+                elif kind is Ready:
+                    ready = True
+        if self._queue:
+            self._flush()
+        if ready and not self.ready.called:
+            self.ready.callback(True)  # (a failed first write may have ended it)
+        for d, value, ok in answers:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(Failure(value))
+        if violation is not None:
+            log.warning("closing PB connection %s: %s", self.name, violation.error)
+            self._lost(f"protocol violation: {violation.error}", violation.error)
+
+
+cdef class ThreadedCore(SessionCore):
+    """A blocking call on a threaded session, from start to end (its base)."""
+
+    cdef public object _state
+    cdef public object _leader
+    cdef public object _leader_thread
+    cdef public list _followers
+    cdef public double _released_at
+    cdef public Py_ssize_t _green_waiting
+    cdef public object _idle
+    cdef public object _wake_r
+    cdef public tuple _wake_fds
+
+    def call_blocking(self, oid, name, args, kwargs, timeout=None):
+        """Call and wait for the answer without a Deferred (the fast path).
+
+        Raises:
+            the remote exception, CallTimeout, ConnectionLost,
+            DeadReferenceError, or the local error of an unsendable argument.
+        """
+        if "gevent._hub_local" in _modules and cooperative_hub() is not None:
+            return self._call_blocking_green(oid, name, args, kwargs, timeout)
+        cdef _Follower slot = _Follower()
+        cdef bint direct
+        send_mutex = self._send_mutex
+        with self._lock:
+            if self.closed:
+                raise DeadReferenceError(STALE_REFERENCE)
+            broker = self.broker
+            request_id = broker.call(oid, name, args, kwargs)
+            self._pending[request_id] = slot
+            pieces = broker.pieces_to_send()
+            # Nothing queued ahead and nobody writing (the usual case): write
+            # the call from here. Taking the send lock before letting go of
+            # the broker lock keeps messages in the order they were encoded.
+            direct = not self._queue and send_mutex.acquire(False)
+            if not direct:
+                self._queue.extend(pieces)
+        if direct:
+            try:
+                if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
+                    self.sock.sendall(pieces[0])
+                else:
+                    self._write(pieces)
+            except OSError as exc:
+                self._lost(f"write failed: {exc}", exc)
+            finally:
+                send_mutex.release()
+            if self._queue:  # queued by a finalizer while we wrote
+                self._flush()
+        else:
+            self._flush()
+        before_blocking()
+        deadline = None if timeout is None else _monotonic() + timeout
+        state = self._state
+        state.acquire()
+        if self._leader is None:  # nobody reads: lead at once (the usual case)
+            self._leader, self._leader_thread = slot, _get_ident()
+            state.release()
+            try:
+                self._lead(slot, deadline)
+            finally:
+                self._resign()
+        else:
+            state.release()
+        if not slot.done:
+            self._wait(slot, deadline)
+        elif slot.ok:  # the usual case, written out
+            return slot.value
+        return self._outcome(slot, request_id, name, timeout)
+
+    def _resign(self):
+        with self._state:
+            self._leader = self._leader_thread = None
+            self._released_at = _monotonic()
+            if self._followers:
+                self._wake_next_locked()
+            elif self._green_waiting:
+                try:
+                    self._idle.release()  # greenlets wait: the background thread reads now
+                except RuntimeError:
+                    pass
+
+    def _lead(self, _Follower me, deadline, bint interruptible=False):
+        """Read until ``me`` is done. A blocking call's answer comes over the
+        socket, so it just reads (in recv); a call with a ``deadline`` or an
+        ``interruptible`` waiter (a Deferred settled by anything, which
+        also wakes on the pipe: see :meth:`_poke`) polls first."""
+        sock, broker, reads_into = self.sock, self.broker, self._reads_into
+        cdef bint polls = deadline is not None or interruptible
+        fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
+        view, area = read_buffer()
+        while not me.done and not self._lost_done:
+            if polls:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                wake = self._wake_r if interruptible and self._wake_fds else None
+                try:
+                    fd = sock.fileno()
+                    ready = poll_readable([fd] if wake is None else [fd, wake], remaining)
+                except (OSError, ValueError):  # closed under us: the loop sees it
+                    return
+                if wake is not None and wake in ready:
+                    try:
+                        os.read(wake, 64)
+                    except OSError:
+                        return
+                    continue
+                if not ready:
+                    return
+            if broker.assemble and reads_into:  # messages come in pieces here
+                done = self._read_rest(sock, fill_flags)
+                if done is None:
+                    return
+                if not done:
+                    continue  # (the loop waits for more)
+                data = None  # the message is in the broker's buffer
+            elif reads_into:  # the hot loop of a blocking call: _recv() written out
+                try:
+                    data = view[:sock.recv_into(area)].tobytes()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
+                data = self._recv(sock)
+                if data is None:
+                    return
+                if not data:
+                    continue
+            try:
+                self.feed(data)
+            except Exception as exc:
+                self._internal_error(exc)
+                return

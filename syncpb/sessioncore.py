@@ -1,0 +1,315 @@
+"""The sessions' state and hot paths: feeding the broker, a blocking call
+(layer L4.005).
+
+Theory of operation
+-------------------
+:class:`SessionCore` is the base of every :class:`~syncpb.session.Session`:
+it holds the state a call touches on its way through a session (the
+socket, the broker, the lock guarding it, the calls waiting for answers,
+the bytes waiting to be written) and :meth:`SessionCore.feed`, which hands
+received bytes to the broker and settles what they complete.
+:class:`ThreadedCore` adds what a blocking call on a
+:class:`~syncpb.threaded.ThreadedSession` does from start to end: encode
+and write the call, lead (read the socket until its answer is in:
+:mod:`syncpb.leading`), resign, return. :class:`_Follower` is one waiting
+caller. Everything else (policies, waiting for others, greenlets, loss) is
+the sessions', reached through ``self``.
+
+This module is the reference. ``syncpb/_csessioncore.pyx`` is its compiled
+twin, the same methods with the state in C fields, used unless
+``SYNCPB_PURE=1`` or it was not built (see :mod:`syncpb.speedups`); the
+session suites run against both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from .errors import STALE_REFERENCE, DeadReferenceError
+from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
+from .dispatch import before_blocking
+from .failure import Failure
+from .sendqueue import _DONTWAIT
+from .transport import read_buffer
+from .waiting import cooperative_hub, poll_readable, real
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .broker import Broker
+
+__all__ = ["SessionCore", "ThreadedCore", "_Follower"]
+
+log = logging.getLogger("syncpb")
+
+_allocate_lock = real("_thread", "allocate_lock")
+_get_ident = real("_thread", "get_ident")
+_monotonic = time.monotonic
+_modules = sys.modules
+
+
+class _Follower:
+    """One waiting caller: a lock that is released to wake it.
+
+    It doubles as the pending entry of a blocking call: the session
+    resolves it with :meth:`callback`/:meth:`errback` like a Deferred, so a
+    blocking call needs no Deferred at all. The lock is made only when the
+    caller has to wait for someone else (:meth:`arm`); a caller that leads
+    at once, the usual case, never needs one.
+    """
+
+    __slots__ = ("lock", "done", "value", "ok")
+
+    def __init__(self) -> None:
+        self.lock: Any = None
+        self.done = False
+        self.value: Any = None
+        self.ok = False
+
+    def arm(self) -> None:
+        """Make the (held) lock this caller will sleep on; before it checks
+        :attr:`done` (a wake-up that came earlier found no lock to release)."""
+        if self.lock is None:
+            lock = _allocate_lock()
+            lock.acquire()
+            self.lock = lock
+
+    def callback(self, value: Any) -> None:
+        self.value, self.ok, self.done = value, True, True
+        if self.lock is not None:  # it sleeps (else it sees ``done`` before it would)
+            self.wake()
+
+    def errback(self, failure: Any) -> None:
+        self.value, self.ok, self.done = failure.value, False, True
+        self.wake()
+
+    def wake(self) -> None:
+        lock = self.lock
+        if lock is None:  # not sleeping: it sees ``done`` before it would sleep
+            return
+        try:
+            lock.release()
+        except RuntimeError:  # already awake
+            pass
+
+    def settled(self) -> None:
+        self.done = True
+        self.wake()
+
+
+class SessionCore:
+    """The state and the receiving hot path of a session (its base)."""
+
+    sock: Any
+    broker: Broker
+    name: str
+    closed: bool
+    ready: Any
+    _raw_sock: Any
+    _reads_into: bool
+    _lock: Any
+    _pending: Dict[int, Any]
+    _queue: List[Any]
+    _lost_done: bool
+    _send_mutex: Any
+
+    if TYPE_CHECKING:  # the session's own, reached through self
+        def _dispatch(self, call: CallReceived) -> None: ...
+        def _flush(self) -> None: ...
+        def _lost(self, reason: str, cause: Optional[BaseException]) -> None: ...
+
+    def feed(self, data: Optional[bytes]) -> None:
+        """Process received bytes (None: the message :meth:`_read_rest`
+        completed): resolve answers, dispatch calls."""
+        answers: List[Tuple[Any, Any, bool]] = []
+        violation: Optional[ProtocolViolation] = None
+        ready = False
+        with self._lock:
+            broker = self.broker
+            events = broker.receive_data(data) if data is not None else broker.receive_buffered()
+            if broker.has_output:
+                self._queue.extend(broker.pieces_to_send())
+            for event in events:
+                kind = type(event)
+                if kind is CallReceived:
+                    self._dispatch(event)  # under the lock: calls start in arrival order
+                elif kind is AnswerReceived or kind is ErrorReceived:
+                    d = self._pending.pop(event.request_id, None)
+                    if d is not None:
+                        answers.append((d, event.value if kind is AnswerReceived else event.error,
+                                        kind is AnswerReceived))
+                elif kind is ProtocolViolation:
+                    violation = event
+                elif kind is Ready:
+                    ready = True
+        if self._queue:
+            self._flush()
+        if ready and not self.ready.called:
+            self.ready.callback(True)  # (a failed first write may have ended it)
+        for d, value, ok in answers:
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(Failure(value))
+        if violation is not None:
+            log.warning("closing PB connection %s: %s", self.name, violation.error)
+            self._lost(f"protocol violation: {violation.error}", violation.error)
+
+
+class ThreadedCore(SessionCore):
+    """A blocking call on a threaded session, from start to end (its base)."""
+
+    _state: Any
+    _leader: Optional[_Follower]
+    _leader_thread: Optional[int]
+    _followers: List[_Follower]
+    _released_at: float
+    _green_waiting: int
+    _idle: Any
+    _wake_r: int
+    _wake_fds: Tuple[int, ...]
+
+    if TYPE_CHECKING:  # the session's own, reached through self
+        def _call_blocking_green(self, oid: Any, name: str, args: Tuple[Any, ...],
+                                 kwargs: Dict[str, Any], timeout: Optional[float]) -> Any: ...
+        def _write(self, pieces: Any) -> bool: ...
+        def _wait(self, me: _Follower, deadline: Optional[float],
+                  interruptible: bool = False) -> None: ...
+        def _outcome(self, slot: Any, request_id: int, name: str,
+                     timeout: Optional[float]) -> Any: ...
+        def _wake_next_locked(self) -> None: ...
+        def _read_rest(self, sock: Any, flags: int) -> Optional[bool]: ...
+        def _recv(self, sock: Any) -> Optional[bytes]: ...
+        def _internal_error(self, exc: Exception) -> None: ...
+
+    def call_blocking(self, oid: Any, name: str, args: Tuple[Any, ...], kwargs: Dict[str, Any],
+                      timeout: Optional[float] = None) -> Any:
+        """Call and wait for the answer without a Deferred (the fast path).
+
+        Raises:
+            the remote exception, CallTimeout, ConnectionLost,
+            DeadReferenceError, or the local error of an unsendable argument.
+        """
+        if "gevent._hub_local" in _modules and cooperative_hub() is not None:
+            return self._call_blocking_green(oid, name, args, kwargs, timeout)
+        slot = _Follower()
+        send_mutex = self._send_mutex
+        with self._lock:
+            if self.closed:
+                raise DeadReferenceError(STALE_REFERENCE)
+            broker = self.broker
+            request_id = broker.call(oid, name, args, kwargs)
+            self._pending[request_id] = slot
+            pieces = broker.pieces_to_send()
+            # Nothing queued ahead and nobody writing (the usual case): write
+            # the call from here. Taking the send lock before letting go of
+            # the broker lock keeps messages in the order they were encoded.
+            direct = not self._queue and send_mutex.acquire(False)
+            if not direct:
+                self._queue.extend(pieces)
+        if direct:
+            try:
+                if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
+                    self.sock.sendall(pieces[0])
+                else:
+                    self._write(pieces)
+            except OSError as exc:
+                self._lost(f"write failed: {exc}", exc)
+            finally:
+                send_mutex.release()
+            if self._queue:  # queued by a finalizer while we wrote
+                self._flush()
+        else:
+            self._flush()
+        before_blocking()
+        deadline = None if timeout is None else _monotonic() + timeout
+        state = self._state
+        state.acquire()
+        if self._leader is None:  # nobody reads: lead at once (the usual case)
+            self._leader, self._leader_thread = slot, _get_ident()
+            state.release()
+            try:
+                self._lead(slot, deadline)
+            finally:
+                self._resign()
+        else:
+            state.release()
+        if not slot.done:
+            self._wait(slot, deadline)
+        elif slot.ok:  # the usual case, written out
+            return slot.value
+        return self._outcome(slot, request_id, name, timeout)
+
+    def _resign(self) -> None:
+        with self._state:
+            self._leader = self._leader_thread = None
+            self._released_at = _monotonic()
+            if self._followers:
+                self._wake_next_locked()
+            elif self._green_waiting:
+                try:
+                    self._idle.release()  # greenlets wait: the background thread reads now
+                except RuntimeError:
+                    pass
+
+    def _lead(self, me: _Follower, deadline: Optional[float],
+              interruptible: bool = False) -> None:
+        """Read until ``me`` is done. A blocking call's answer comes over the
+        socket, so it just reads (in recv); a call with a ``deadline`` or an
+        ``interruptible`` waiter (a Deferred settled by anything, which
+        also wakes on the pipe: see :meth:`_poke`) polls first."""
+        sock, broker, reads_into = self.sock, self.broker, self._reads_into
+        polls = deadline is not None or interruptible
+        fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
+        view, area = read_buffer()
+        while not me.done and not self._lost_done:
+            if polls:
+                remaining = None if deadline is None else deadline - _monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                wake = self._wake_r if interruptible and self._wake_fds else None
+                try:
+                    fd = sock.fileno()
+                    ready = poll_readable([fd] if wake is None else [fd, wake], remaining)
+                except (OSError, ValueError):  # closed under us: the loop sees it
+                    return
+                if wake is not None and wake in ready:
+                    try:
+                        os.read(wake, 64)
+                    except OSError:
+                        return
+                    continue
+                if not ready:
+                    return
+            data: Optional[bytes]
+            if broker.assemble and reads_into:  # messages come in pieces here
+                done = self._read_rest(sock, fill_flags)
+                if done is None:
+                    return
+                if not done:
+                    continue  # (the loop waits for more)
+                data = None  # the message is in the broker's buffer
+            elif reads_into:  # the hot loop of a blocking call: _recv() written out
+                try:
+                    data = view[:sock.recv_into(area)].tobytes()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
+            else:
+                data = self._recv(sock)
+                if data is None:
+                    return
+                if not data:
+                    continue
+            try:
+                self.feed(data)
+            except Exception as exc:
+                self._internal_error(exc)
+                return
