@@ -36,7 +36,14 @@ from tlscerts import CLIENT_NAME, SERVER_HOSTS, WRONG_HOST, CertFiles, TLSMateri
 
 WAIT = 10.0  # seconds: socket operations and thread joins
 CLI_WAIT = 30.0  # seconds: one ``python -m syncpb`` run
-NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def now() -> datetime.datetime:
+    """The current time, read when a check runs: certificates are minted
+    during the session (valid from a few minutes before their minting), so
+    a time taken when this module was collected can precede them."""
+    return datetime.datetime.now(datetime.timezone.utc)
+
 
 # OpenSSL's X509_V_ERR_* codes, as ssl.SSLCertVerificationError.verify_code gives them
 NOT_YET_VALID, EXPIRED, UNKNOWN_ISSUER, HOSTNAME_MISMATCH = 9, 10, 20, 62
@@ -56,7 +63,7 @@ def subject_for(host: str) -> Union[x509.DNSName, x509.IPAddress]:
 def verify_server(ca: x509.Certificate, leaf: x509.Certificate,
                   host: str) -> List[x509.Certificate]:
     """cryptography's (WebPKI-profile) verification of a server certificate, now."""
-    builder = PolicyBuilder().store(Store([ca])).time(NOW)
+    builder = PolicyBuilder().store(Store([ca])).time(now())
     return builder.build_server_verifier(subject_for(host)).verify(leaf, [])
 
 
@@ -240,9 +247,10 @@ def test_openssl_refuses_the_bad_chains(tls_material: TLSMaterial, name: str, co
 
 
 def test_expired_and_future_certificates(tls_material: TLSMaterial) -> None:
+    moment = now()
     for files in (tls_material.expired_server, tls_material.expired_client):
-        assert files.certificate.not_valid_after_utc < NOW
-    assert tls_material.not_yet_valid_server.certificate.not_valid_before_utc > NOW
+        assert files.certificate.not_valid_after_utc < moment
+    assert tls_material.not_yet_valid_server.certificate.not_valid_before_utc > moment
     with pytest.raises(VerificationError, match="not valid at validation time"):
         verify_server(tls_material.ca.certificate, tls_material.expired_server.certificate,
                       "localhost")
@@ -352,8 +360,8 @@ def test_a_ca_without_key_identifier_can_sign() -> None:
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "bare CA")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1)
-            .not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=1))
+            .not_valid_before(now() - datetime.timedelta(days=1))
+            .not_valid_after(now() + datetime.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     bare = certs.Identity(cert.public_bytes(serialization.Encoding.PEM),
