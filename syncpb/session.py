@@ -52,12 +52,14 @@ from . import sessioncore, speedups
 if TYPE_CHECKING:
     from .sessioncore import SessionCore as SessionCore
     from .sessioncore import ThreadedCore as ThreadedCore
+    from .sessioncore import GreenCore as GreenCore
     from .sessioncore import _Follower as _Follower
 else:
     # The sessions' state and hot paths: compiled (syncpb/_csessioncore.pyx)
     # when built, else the reference, syncpb/sessioncore.py.
     _core = speedups.load("_csessioncore") or sessioncore
-    SessionCore, ThreadedCore, _Follower = _core.SessionCore, _core.ThreadedCore, _core._Follower
+    SessionCore, ThreadedCore, GreenCore = _core.SessionCore, _core.ThreadedCore, _core.GreenCore
+    _Follower = _core._Follower
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 

@@ -1,4 +1,4 @@
-"""The server's read loop gives the CPU to a peer that shares it (GreenSession._look_again).
+"""The server's read loop gives the CPU to a peer that shares it (GreenCore._look_again).
 
 Unit tests of the policy, with a stand-in socket whose "peer" sends its
 next call when the server yields the CPU (a peer on the same CPU) or only
@@ -15,10 +15,16 @@ from typing import Any, Callable, List, Tuple
 
 import pytest
 
-from syncpb import green
+import importlib
+
 from syncpb.broker import AnswerReceived, Broker
 from syncpb.flavors import Root
 from syncpb.green import YIELD_MISSES, YIELD_PROBE, GreenSession
+from syncpb.session import GreenCore
+
+# The module whose read loop the session runs (syncpb.sessioncore, or its
+# compiled twin): where the loop finds sched_yield and wait_readable.
+core = importlib.import_module(GreenCore.__module__)
 
 from hubthread import run_in_gevent_thread
 
@@ -94,8 +100,8 @@ def serve(calls: int, monkeypatch: Any, on_yield: Callable[[StandInSocket], None
         sock.arrive()  # the hub woke us: the peer's call is there
         return True
 
-    monkeypatch.setattr(green, "_sched_yield", sched_yield)
-    monkeypatch.setattr(green, "wait_readable", wait_readable)
+    monkeypatch.setattr(core, "_sched_yield", sched_yield)
+    monkeypatch.setattr(core, "wait_readable", wait_readable)
 
     def run() -> GreenSession:
         session = GreenSession(sock, Broker(root=Calculator()), "stand-in")
@@ -142,7 +148,7 @@ def test_a_probe_that_finds_data_turns_yielding_back_on(monkeypatch):
 
 
 def test_without_sched_yield_the_loop_waits_on_the_hub(monkeypatch):
-    monkeypatch.setattr(green, "_sched_yield", None)  # (a platform without it)
+    monkeypatch.setattr(core, "_sched_yield", None)  # (a platform without it)
 
     def look() -> Any:
         session = GreenSession(StandInSocket([], [b"x"]), Broker(root=Calculator()), "no-yield")
@@ -154,7 +160,7 @@ def test_without_sched_yield_the_loop_waits_on_the_hub(monkeypatch):
 
 @pytest.mark.parametrize("error", [ConnectionResetError, OSError])
 def test_an_error_on_the_second_read_goes_to_the_reporting_read(monkeypatch, error):
-    monkeypatch.setattr(green, "_sched_yield", lambda: None)
+    monkeypatch.setattr(core, "_sched_yield", lambda: None)
 
     def failing(buffer: Any) -> int:
         raise error("gone")

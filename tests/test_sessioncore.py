@@ -20,7 +20,7 @@ import pytest
 import syncpb
 from syncpb import sessioncore, speedups
 from syncpb.green import GreenSession
-from syncpb.session import Session, SessionCore, ThreadedCore, _Follower
+from syncpb.session import GreenCore, Session, SessionCore, ThreadedCore, _Follower
 from syncpb.threaded import ThreadedSession
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +77,10 @@ def test_the_sessions_run_on_the_expected_core() -> None:
     module = sessioncore if speedups.pure_forced() or compiled is None else compiled
     assert SessionCore is module.SessionCore
     assert ThreadedCore is module.ThreadedCore
+    assert GreenCore is module.GreenCore
+    assert GreenSession.__mro__[1] is GreenCore
     assert _Follower is module._Follower
-    assert issubclass(ThreadedCore, SessionCore)
+    assert issubclass(ThreadedCore, SessionCore) and issubclass(GreenCore, SessionCore)
     assert ThreadedSession.__mro__[1] is ThreadedCore
     assert SessionCore in Session.__mro__ and SessionCore in GreenSession.__mro__
 
