@@ -85,11 +85,28 @@ TWIN_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties
 	tests/test_call_timeout.py tests/test_call_cancel_e2e.py tests/test_waiting.py \
 	tests/test_gevent_boundary.py
 
+# After the main pass, the other three (pure twins, pure TLS records, TLS
+# through the wrapped socket) are independent of each other and mostly wait
+# on subprocesses and sockets: they run side by side, each into a log of its
+# own (build/passes/), printed in order once all have ended. Any failure
+# fails the target.
+PASSES := build/passes
+
 test: system-deps $(VENV)/.test typecheck
 	$(BIN)/python -m pytest
-	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TWIN_TESTS)
-	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS)
-	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS)
+	@rm -rf $(PASSES) && mkdir -p $(PASSES)
+	@echo "pure twins, pure TLS records and wrapped TLS passes, side by side ($(PASSES)/)"
+	@SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TWIN_TESTS) > $(PASSES)/pure.log 2>&1 & a=$$!; \
+	SYNCPB_PURE=1 $(BIN)/python -m pytest -q $(TLS_TESTS) > $(PASSES)/tls-pure.log 2>&1 & b=$$!; \
+	SYNCPB_TLS_DIRECT=0 $(BIN)/python -m pytest -q $(TLS_TESTS) > $(PASSES)/tls-wrapped.log 2>&1 & c=$$!; \
+	status=0; \
+	for pass in pure:$$a tls-pure:$$b tls-wrapped:$$c; do \
+		if wait $${pass#*:}; then result=passed; else result=FAILED; status=1; fi; \
+		echo "== $${pass%%:*} pass ($(PASSES)/$${pass%%:*}.log): $$result"; \
+		tail -n 5 $(PASSES)/$${pass%%:*}.log; \
+		if [ $$result = FAILED ]; then cat $(PASSES)/$${pass%%:*}.log; fi; \
+	done; \
+	exit $$status
 
 bench: system-deps $(VENV)/.bench
 	$(BIN)/python benchmarks/run.py --rounds 5

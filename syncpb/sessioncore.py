@@ -1,5 +1,5 @@
-"""The sessions' state and hot paths: feeding the broker, a blocking call
-(layer L4.005).
+"""The sessions' state and hot paths: feeding the broker, a blocking call,
+the server's read loop (layer L4.005).
 
 Theory of operation
 -------------------
