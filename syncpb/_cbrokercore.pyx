@@ -97,25 +97,13 @@ cdef class BrokerCore:
         return events
 
     def _handle(self, bytes buf, Py_ssize_t pos, list events):
-        cdef set waiting
         if self._state != _READY:
             return self._handshake(buf, pos, events)
         reader = self._reader
         reader.restart(buf, pos, self.security, self._long_strings)
         if buf.startswith(self._answer_head, pos):
             reader.pos = pos + len(self._answer_head)
-            request_id = reader.raw()
-            waiting = self._waiting
-            if type(request_id) is not int or request_id not in waiting:
-                self._check_waiting(request_id)
-            try:
-                value = reader.jelly()
-            except (InsecureJelly, JellyError) as exc:
-                self._undecodable(request_id, exc, events)
-            if reader.imported:
-                self._commit(reader)
-            waiting.discard(request_id)
-            events.append(AnswerReceived(request_id, value))
+            self._answer(reader, 2, events)
             return reader.pos
         if buf.startswith(self._message_head, pos):
             reader.pos = pos + len(self._message_head)
@@ -130,6 +118,30 @@ cdef class BrokerCore:
             raise ProtocolError(f"unknown PB command {command!r}")
         handler(self, reader, count - 1, events)
         return reader.pos
+
+    def _on_answer(self, reader, Py_ssize_t count, list events):
+        """An ``answer`` message's fields: settle the waiting request (the
+        hot path of every blocking call)."""
+        self._answer(reader, count, events)
+
+    cdef int _answer(self, reader, Py_ssize_t count, list events) except -1:
+        # _on_answer's body, called directly by _handle (no method lookup)
+        cdef set waiting
+        if count != 2:
+            self._fields(reader, count, 2, "answer")
+        request_id = reader.raw()
+        waiting = self._waiting
+        if type(request_id) is not int or request_id not in waiting:
+            self._check_waiting(request_id)
+        try:
+            value = reader.jelly()
+        except (InsecureJelly, JellyError) as exc:
+            self._undecodable(request_id, exc, events)
+        if reader.imported:
+            self._commit(reader)
+        waiting.discard(request_id)
+        events.append(AnswerReceived(request_id, value))
+        return 0
 
     def call(self, oid, str name, args=(), kwargs=None, answer_required=True,
              perspective=None, cache=False):

@@ -47,9 +47,9 @@ from .brokerstream import StreamReceiver
 from .cache import Cacheable, RemoteCache
 from .copyable import Copyable
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
-from .errors import BananaError, Error, InsecureJelly, NoSuchMethod, ProtocolError
+from .errors import BananaError, Error, InsecureJelly, ProtocolError
 from .flavors import Referenceable, Root, Viewable, ViewPoint
-from .jelly import Incomplete, JellyError, Reader, SecurityOptions, Writer
+from .jelly import JellyError, Reader, SecurityOptions, Writer
 from .wirefailure import FAILURE_TAG, exception_from_state, failure_state
 
 __all__ = [
@@ -354,24 +354,6 @@ class Broker(BrokerCore, StreamReceiver, CacheProtocol):
         else:
             log.warning("PB peer error (connection kept): %s", reason)
 
-    def _on_answer(self, reader: Reader, count: int, events: List[Event]) -> None:
-        # The hot path of every blocking call: _fields, _check_waiting and
-        # _payload written out inline.
-        if count != 2:
-            self._fields(reader, count, 2, "answer")
-        request_id = reader.raw()
-        waiting = self._waiting
-        if type(request_id) is not int or request_id not in waiting:
-            self._check_waiting(request_id)  # raises
-        try:
-            value = reader.jelly()
-        except (InsecureJelly, JellyError) as exc:
-            self._undecodable(request_id, exc, events)
-        if reader.imported:
-            self._commit(reader)
-        waiting.discard(request_id)  # only once the whole message is in
-        events.append(AnswerReceived(request_id, value))
-
     def _on_error(self, reader: Reader, count: int, events: List[Event]) -> None:
         self._fields(reader, count, 2, "error")
         request_id = self._check_waiting(reader.raw())
@@ -416,7 +398,7 @@ class Broker(BrokerCore, StreamReceiver, CacheProtocol):
     _commands: Dict[bytes, Callable[..., None]] = {
         b"version": _on_version,
         b"message": BrokerCore._on_message,
-        b"answer": _on_answer,
+        b"answer": BrokerCore._on_answer,
         b"error": _on_error,
         b"decref": _on_decref,
         b"cachemessage": _on_cachemessage,

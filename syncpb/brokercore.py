@@ -149,20 +149,9 @@ class BrokerCore:
             return self._handshake(buf, pos, events)
         reader: Reader = self._reader  # one per connection
         reader.restart(buf, pos, self.security, self._long_strings)  # as if new
-        if buf.startswith(self._answer_head, pos):  # _on_answer written out
+        if buf.startswith(self._answer_head, pos):
             reader.pos = pos + len(self._answer_head)
-            request_id = reader.raw()
-            waiting = self._waiting
-            if type(request_id) is not int or request_id not in waiting:
-                self._check_waiting(request_id)  # raises
-            try:
-                value = reader.jelly()
-            except (InsecureJelly, JellyError) as exc:
-                self._undecodable(request_id, exc, events)
-            if reader.imported:
-                self._commit(reader)
-            waiting.discard(request_id)  # only once the whole message is in
-            events.append(AnswerReceived(request_id, value))
+            self._on_answer(reader, 2, events)
             return reader.pos
         if buf.startswith(self._message_head, pos):
             reader.pos = pos + len(self._message_head)
@@ -177,6 +166,24 @@ class BrokerCore:
             raise ProtocolError(f"unknown PB command {command!r}")
         handler(self, reader, count - 1, events)
         return reader.pos
+
+    def _on_answer(self, reader: Any, count: int, events: List[Event]) -> None:
+        """An ``answer`` message's fields: settle the waiting request (the
+        hot path of every blocking call)."""
+        if count != 2:
+            self._fields(reader, count, 2, "answer")
+        request_id = reader.raw()
+        waiting = self._waiting
+        if type(request_id) is not int or request_id not in waiting:
+            self._check_waiting(request_id)  # raises
+        try:
+            value = reader.jelly()
+        except (InsecureJelly, JellyError) as exc:
+            self._undecodable(request_id, exc, events)
+        if reader.imported:
+            self._commit(reader)
+        waiting.discard(request_id)  # only once the whole message is in
+        events.append(AnswerReceived(request_id, value))
 
     def call(self, oid: Any, name: str, args: Tuple[Any, ...] = (),
              kwargs: Optional[Dict[str, Any]] = None,

@@ -59,5 +59,5 @@ CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokerc
 
 
 def codec_compiled() -> bool:
-    """Every compiled codec module is built and in use."""
+    """Every compiled module (the codec and the cores) is built and in use."""
     return bool(CODEC_MODULES) and all(load(name) is not None for name in CODEC_MODULES)
