@@ -15,6 +15,11 @@ A callback that runs on the leader and waits again leads re-entrantly on
 the same thread. When nobody waits, the session's background thread leads
 (:data:`_BACKGROUND`); a caller that wants to lead wakes it through the
 wake-up pipe, and it steps aside (see :mod:`syncpb.threaded`).
+
+Leading itself (``_lead``, reading until one's answer is in, and
+``_resign``) is on the hot path of every blocking call, so it lives in
+:class:`syncpb.sessioncore.ThreadedCore` (compiled when built); this
+module has the rest: taking turns, following, waking the next.
 """
 
 from __future__ import annotations
