@@ -26,6 +26,7 @@ from .dispatch import before_blocking
 from .failure import Failure
 from .incoming import is_blocking
 from .sendqueue import _DONTWAIT
+from . import transport
 from .transport import read_buffer, wait_readable
 from .waiting import cooperative_hub, poll_readable, real
 
@@ -301,6 +302,20 @@ cdef class GreenCore(SessionCore):
     cdef public object _gevent
     cdef public object _getcurrent
 
+    cdef bint _yield_now(self):
+        """The socket was empty: give up the CPU to a peer that may share
+        it, unless the misses so far say it is elsewhere (see
+        :meth:`_look_again`). True when it did: read once more, and count
+        a read that found nothing in :attr:`_yield_misses` (0 on a hit)."""
+        if _sched_yield is None:
+            return False
+        cdef Py_ssize_t misses = self._yield_misses
+        if misses >= YIELD_MISSES and (misses - YIELD_MISSES) % YIELD_PROBE != YIELD_PROBE - 1:
+            self._yield_misses = misses + 1  # (empty reads since the last hit)
+            return False
+        _sched_yield()
+        return True
+
     def _look_again(self, recv_into, view, area):
         """The socket was empty: let a peer on this CPU run, then read once more.
 
@@ -318,22 +333,60 @@ cdef class GreenCore(SessionCore):
 
         Returns the bytes read (``b""`` at the end of the stream or on an
         error, which ``_recv`` then reports), or None: wait on the hub."""
-        if _sched_yield is None:
+        if not self._yield_now():
             return None
-        misses = self._yield_misses
-        if misses >= YIELD_MISSES and (misses - YIELD_MISSES) % YIELD_PROBE != YIELD_PROBE - 1:
-            self._yield_misses = misses + 1  # (empty reads since the last hit)
-            return None
-        _sched_yield()
         try:
             count = recv_into(area)
         except BlockingIOError:
-            self._yield_misses = misses + 1
+            self._yield_misses += 1
             return None
         except OSError:
             return b""
         self._yield_misses = 0
         return view[:count].tobytes()
+
+    cdef bint _read_rest_green(self, raw, sock) except -1:
+        """The read loop while messages come in pieces: fill the broker's
+        buffer from gevent's non-blocking socket (``raw``, under ``sock``),
+        and when it is empty wait (this greenlet only) until it is
+        readable. True once the message is complete, or may be (see
+        :attr:`~syncpb.assembly.Assembly.guess`); False when the
+        connection ended or cannot be waited on (the read loop's plain
+        path then finds out why). Before waiting for the next message's
+        first bytes it yields to a peer that may share the CPU, as
+        :meth:`_look_again` does."""
+        assembly = self.broker.message_buffer()
+        size = transport.READ_SIZE
+        recv_into = raw.recv_into
+        cdef bint yielded = False
+        while True:
+            try:
+                done = assembly.fill(recv_into, size, 0, 0)
+            except OSError as exc:
+                self._lost(f"read failed: {exc}", exc)
+                return False
+            if yielded:  # the read after a yield: a hit, or a miss
+                yielded = False
+                if done or assembly.filled:
+                    self._yield_misses = 0
+                else:
+                    self._yield_misses += 1
+            elif done is None and not assembly.filled and self._yield_now():
+                yielded = True
+                continue
+            if done:
+                return True
+            if done is not None:
+                self._lost("closed by peer", None)
+                return False
+            if assembly.filled and self.track_messages and self.message_started is None:
+                self.message_started = _monotonic()  # a message begun waits
+            try:
+                if wait_readable(sock) and not self._lost_done:
+                    continue
+            except OSError:  # closed while waiting
+                pass
+            return False
 
     def run(self):
         """Read and run calls until the connection ends, or until a call

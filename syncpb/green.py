@@ -14,8 +14,6 @@ from typing import Any, Dict, List, Literal, Optional
 from .broker import Broker, CallReceived
 from .session import GreenCore, Session, _get_ident, real
 from .sessioncore import YIELD_MISSES, YIELD_PROBE  # (the read loop's: see GreenCore._look_again)
-from . import transport
-from .transport import wait_readable
 
 __all__ = ["GreenSession", "YIELD_MISSES", "YIELD_PROBE"]
 
@@ -193,37 +191,6 @@ class GreenSession(GreenCore, Session):
     def start(self) -> None:
         """Start reading in a new greenlet."""
         self._gevent.spawn_raw(self.run)
-
-    def _read_rest_green(self, raw: Any, sock: Any) -> bool:
-        """:meth:`Session._read_rest` for the reader greenlet: fill the
-        broker's buffer from gevent's non-blocking socket, and when it is
-        empty wait (this greenlet only) until it is readable. True once the
-        message is complete, or may be (see
-        :attr:`~syncpb.assembly.Assembly.guess`); False when the connection
-        ended or cannot be waited on (the read loop's plain path then finds
-        out why)."""
-        assembly = self.broker.message_buffer()
-        size = transport.READ_SIZE
-        recv_into = raw.recv_into
-        while True:
-            try:
-                done = assembly.fill(recv_into, size, 0, 0)
-            except OSError as exc:
-                self._lost(f"read failed: {exc}", exc)
-                return False
-            if done:
-                return True
-            if done is not None:
-                self._lost("closed by peer", None)
-                return False
-            if assembly.filled and self.track_messages and self.message_started is None:
-                self.message_started = time.monotonic()  # a message begun waits
-            try:
-                if wait_readable(sock) and not self._lost_done:
-                    continue
-            except OSError:  # closed while waiting
-                pass
-            return False
 
     def _note_message(self) -> None:
         """Remember when the message now arriving began (None: none is)."""

@@ -1,4 +1,5 @@
-"""The server's read loop gives the CPU to a peer that shares it (GreenCore._look_again).
+"""The server's read loop gives the CPU to a peer that shares it (GreenCore._look_again,
+and GreenCore._read_rest_green for calls that arrive in pieces).
 
 Unit tests of the policy, with a stand-in socket whose "peer" sends its
 next call when the server yields the CPU (a peer on the same CPU) or only
@@ -17,6 +18,7 @@ import pytest
 
 import importlib
 
+from syncpb.assembly import Assembly
 from syncpb.broker import AnswerReceived, Broker
 from syncpb.flavors import Root
 from syncpb.green import YIELD_MISSES, YIELD_PROBE, GreenSession
@@ -47,9 +49,10 @@ class StandInSocket:
         self._sock = self
 
     def arrive(self) -> None:
-        """The peer sends its next message."""
+        """The peer sends its next message (a list: its pieces, read one by one)."""
         if self.later:
-            self.ready.append(self.later.pop(0))
+            message = self.later.pop(0)
+            self.ready.extend(message if isinstance(message, list) else [message])
 
     def recv_into(self, buffer: Any) -> int:
         if not self.ready:
@@ -77,9 +80,11 @@ class StandInSocket:
         pass
 
 
-def serve(calls: int, monkeypatch: Any, on_yield: Callable[[StandInSocket], None]
-          ) -> Tuple[List[Any], int, int, GreenSession]:
-    """Serve ``calls`` add calls; returns (answers, yields, hub waits, session)."""
+def serve(calls: int, monkeypatch: Any, on_yield: Callable[[StandInSocket], None],
+          in_pieces: bool = False) -> Tuple[List[Any], int, int, GreenSession]:
+    """Serve ``calls`` add calls; returns (answers, yields, hub waits, session).
+    With ``in_pieces``, every call arrives in two reads, so the session
+    reads them into the broker's buffer (GreenCore._read_rest_green)."""
     offer = Broker(root=Calculator()).data_to_send()  # what every server broker says first
     client = Broker(is_client=True)
     client.receive_data(offer)
@@ -88,7 +93,11 @@ def serve(calls: int, monkeypatch: Any, on_yield: Callable[[StandInSocket], None
     for i in range(calls):
         client.call(b"root", "add", (i, 1), {})
         messages.append(client.data_to_send())
-    sock = StandInSocket([hello, messages[0]], messages[1:])
+    if in_pieces:
+        halves = [[m[:len(m) // 2], m[len(m) // 2:]] for m in messages]
+        sock = StandInSocket([hello] + halves[0], list(halves[1:]))
+    else:
+        sock = StandInSocket([hello, messages[0]], list(messages[1:]))
     counts = {"yields": 0, "waits": 0}
 
     def sched_yield() -> None:
@@ -128,6 +137,41 @@ def test_a_peer_elsewhere_costs_a_few_yields_then_one_per_probe(monkeypatch):
     assert len(answers) == empty_reads + 1
     assert waits == empty_reads  # every call came through the hub
     assert yields == YIELD_MISSES + 2  # then one probe per YIELD_PROBE empty reads
+    assert session._yield_misses == empty_reads
+
+
+def count_buffered_reads(monkeypatch: Any) -> List[int]:
+    """Count the reads made into a broker's buffer (Assembly.fill)."""
+    reads = [0]
+    fill = Assembly.fill
+
+    def counted(self: Assembly, recv_into: Any, *args: Any) -> Any:
+        def counting(*a: Any) -> int:
+            reads[0] += 1
+            return recv_into(*a)
+        return fill(self, counting, *args)
+
+    monkeypatch.setattr(Assembly, "fill", counted)
+    return reads
+
+
+def test_calls_in_pieces_a_peer_on_this_cpu_is_read_after_a_yield(monkeypatch):
+    reads = count_buffered_reads(monkeypatch)
+    answers, yields, waits, _ = serve(50, monkeypatch, StandInSocket.arrive, in_pieces=True)
+    assert answers == [i + 1 for i in range(50)]
+    assert reads[0] >= 2 * 49  # (every call after the first: read into the buffer)
+    assert yields == 49 and waits == 0
+
+
+def test_calls_in_pieces_a_peer_elsewhere_costs_a_few_yields(monkeypatch):
+    reads = count_buffered_reads(monkeypatch)
+    empty_reads = YIELD_MISSES + 2 * YIELD_PROBE + 10
+    answers, yields, waits, session = serve(empty_reads + 1, monkeypatch, lambda sock: None,
+                                            in_pieces=True)
+    assert answers == [i + 1 for i in range(empty_reads + 1)]
+    assert reads[0] >= 2 * empty_reads
+    assert waits == empty_reads
+    assert yields == YIELD_MISSES + 2
     assert session._yield_misses == empty_reads
 
 
