@@ -19,6 +19,13 @@ import os
 import sys
 import time
 
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EAGAIN, EINTR, errno
+
+import _socket
+
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
@@ -40,6 +47,136 @@ _modules = sys.modules
 YIELD_MISSES = 4
 YIELD_PROBE = 64
 _sched_yield = getattr(os, "sched_yield", None)
+
+
+# Direct socket I/O: what only the compiled twin does. A plain socket's
+# recv_into, send and sendall cost about twice the system call itself
+# (arguments parsed, the timeout machinery, an exception built for every
+# empty read). Where a socket is the standard library's own (its methods
+# are _socket's, so no TLS wrapper or stand-in) these read and write its
+# descriptor directly, with the same results and the same errors
+# (OSError(errno, strerror), which picks the subclass as the socket
+# module does). The descriptor is asked for at every read or write, with
+# the GIL held until the system call (or the GIL let go for it, as the
+# socket module does), so a socket closed from another thread reads as
+# closed (-1: EBADF) instead of reaching a descriptor reused since.
+cdef extern from "errno.h":
+    int EWOULDBLOCK
+
+cdef extern from "sys/socket.h" nogil:
+    Py_ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
+    Py_ssize_t c_send "send" (int fd, const void *buf, size_t n, int flags)
+    int MSG_DONTWAIT
+
+cdef object _plain_recv_into = _socket.socket.recv_into
+cdef object _plain_sendall = _socket.socket.sendall
+cdef object _plain_send = _socket.socket.send
+
+
+cdef inline bint _plain(sock, method, plain) except -1:
+    """True when ``sock``'s ``method`` is the standard library socket's (``plain``)."""
+    return getattr(type(sock), method, None) is plain
+
+
+cdef object _os_error(int code):
+    return OSError(code, os.strerror(code))
+
+
+cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait):
+    """Read once from ``sock`` (a plain socket) into ``buf``: the bytes
+    read (b"" at the end of the stream), or None when it has nothing now
+    (a non-blocking socket). With ``wait`` (a blocking socket: no timeout)
+    the GIL is let go for the read. Raises OSError as ``recv_into`` would."""
+    cdef Py_ssize_t count
+    cdef int fd, code
+    while True:
+        fd = sock.fileno()
+        if wait:
+            with nogil:
+                count = c_recv(fd, buf, size, 0)
+        else:
+            count = c_recv(fd, buf, size, 0)
+        if count >= 0:
+            return PyBytes_FromStringAndSize(buf, count)
+        code = errno
+        if code == EINTR:
+            PyErr_CheckSignals()
+            continue
+        if code == EAGAIN or code == EWOULDBLOCK:
+            return None
+        raise _os_error(code)
+
+
+cdef char* _address(area) except NULL:
+    """Where a buffer of :func:`~syncpb.transport.read_buffer` starts. It
+    is its thread's for the thread's life and never resized, so the
+    address stays good after the view used to find it is let go."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(area, &view, PyBUF_WRITABLE)
+    cdef char* address = <char*>view.buf
+    PyBuffer_Release(&view)
+    return address
+
+
+cdef class _DirectRecv:
+    """A plain socket's ``recv_into``, read straight from its descriptor:
+    what the compiled core hands :meth:`~syncpb.assembly.Assembly.fill`.
+    The same arguments, results and errors (a non-blocking read that finds
+    nothing raises BlockingIOError). With ``wait`` (a blocking socket), a
+    read that may wait lets the GIL go."""
+
+    cdef object sock
+    cdef bint wait
+
+    def __cinit__(self, sock, bint wait):
+        self.sock = sock
+        self.wait = wait
+
+    def __call__(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        cdef Py_buffer view
+        cdef Py_ssize_t count, size
+        cdef int fd, code
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            if nbytes < 0 or nbytes > view.len:
+                raise ValueError("buffer too small for requested bytes")
+            size = nbytes if nbytes else view.len
+            while True:
+                fd = self.sock.fileno()
+                if self.wait and not flags & MSG_DONTWAIT:
+                    with nogil:
+                        count = c_recv(fd, view.buf, size, flags)
+                else:
+                    count = c_recv(fd, view.buf, size, flags)
+                if count >= 0:
+                    return count
+                code = errno
+                if code != EINTR:
+                    raise _os_error(code)  # (EAGAIN: BlockingIOError)
+                PyErr_CheckSignals()
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef int _send_all(sock, bytes data) except -1:
+    """``sock.sendall(data)`` for a plain blocking socket, the GIL let go
+    while it writes."""
+    cdef const char* start = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t left = PyBytes_GET_SIZE(data), count
+    cdef int fd, code
+    while left > 0:
+        fd = sock.fileno()
+        with nogil:
+            count = c_send(fd, start, left, 0)
+        if count < 0:
+            code = errno
+            if code == EINTR:
+                PyErr_CheckSignals()
+                continue
+            raise _os_error(code)
+        start += count
+        left -= count
+    return 0
 
 
 cdef class _Follower:
@@ -184,7 +321,12 @@ cdef class ThreadedCore(SessionCore):
         if direct:
             try:
                 if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
-                    self.sock.sendall(pieces[0])
+                    data, sock = pieces[0], self.sock
+                    if (type(data) is bytes and _plain(sock, "sendall", _plain_sendall)
+                            and sock.gettimeout() is None):
+                        _send_all(sock, data)
+                    else:
+                        sock.sendall(data)
                 else:
                     self._write(pieces)
             except OSError as exc:
@@ -214,6 +356,33 @@ cdef class ThreadedCore(SessionCore):
             return slot.value
         return self._outcome(slot, request_id, name, timeout)
 
+    def _read_rest(self, sock, flags):
+        """Read into the broker's buffer while it says so (``assemble``):
+        True once a message is complete, or may be (a short read: see
+        :attr:`~syncpb.assembly.Assembly.guess`), then ``feed(None)``;
+        False when the socket has nothing more now (``flags``
+        MSG_DONTWAIT; with 0, it waits); None when the connection has
+        ended (it is torn down)."""
+        assembly = self.broker.message_buffer()
+        size = transport.READ_SIZE
+        if _plain(sock, "recv_into", _plain_recv_into) and sock.gettimeout() is None:
+            recv_into = _DirectRecv(sock, True)
+        else:
+            recv_into = sock.recv_into
+        try:
+            done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+            while done is None and not flags:  # all read is framed now: the next read waits
+                done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+        except OSError as exc:
+            self._lost(f"read failed: {exc}", exc)
+            return None
+        if done is None:
+            return False
+        if not done:
+            self._lost("closed by peer", None)
+            return None
+        return True
+
     def _resign(self):
         with self._state:
             self._leader = self._leader_thread = None
@@ -235,6 +404,10 @@ cdef class ThreadedCore(SessionCore):
         cdef bint polls = deadline is not None or interruptible
         fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
         view, area = read_buffer()
+        cdef bint direct = (reads_into and _plain(sock, "recv_into", _plain_recv_into)
+                            and sock.gettimeout() is None)
+        cdef char* buf = _address(area) if direct else NULL
+        cdef Py_ssize_t size = len(area)
         while not me.done and not self._lost_done:
             if polls:
                 remaining = None if deadline is None else deadline - _monotonic()
@@ -261,6 +434,17 @@ cdef class ThreadedCore(SessionCore):
                 if not done:
                     continue  # (the loop waits for more)
                 data = None  # the message is in the broker's buffer
+            elif direct:  # the hot loop of a blocking call: read straight from the descriptor
+                try:
+                    data = _recv_now(sock, buf, size, True)
+                except OSError as exc:
+                    self._lost(f"read failed: {exc}", exc)
+                    return
+                if data is None:
+                    continue
+                if not data:
+                    self._lost("closed by peer", None)
+                    return
             elif reads_into:  # the hot loop of a blocking call: _recv() written out
                 try:
                     data = view[:sock.recv_into(area)].tobytes()
@@ -345,6 +529,73 @@ cdef class GreenCore(SessionCore):
         self._yield_misses = 0
         return view[:count].tobytes()
 
+    cdef bint _send_direct(self) except -1:
+        """The usual answers, one piece, written straight to gevent's raw
+        socket when it is a plain one (:meth:`_write_queue_nowait` for
+        that case): True when that was all (the queue is empty then, or
+        the connection is lost); False when the queue is left for
+        :meth:`_write_queue_nowait` (not that case, or the socket did not
+        take it all now)."""
+        cdef list queue = self._queue
+        cdef Py_ssize_t count, size
+        cdef int code
+        raw = self._raw_sock
+        if len(queue) != 1 or raw is None:
+            return False
+        data = queue[0]
+        if (type(data) is not bytes or not _plain(raw, "send", _plain_send)
+                or raw.gettimeout() != 0.0):
+            return False
+        size = PyBytes_GET_SIZE(data)
+        count = c_send(raw.fileno(), PyBytes_AS_STRING(data), size, 0)
+        if count == size:
+            del queue[0]
+            return True
+        if count > 0:
+            queue[0] = memoryview(data)[count:]
+            return False
+        code = errno
+        if count < 0 and code != EAGAIN and code != EWOULDBLOCK and code != EINTR:
+            exc = _os_error(code)
+            queue.clear()
+            self._lost(f"write failed: {exc}", exc)
+            return True
+        return False
+
+    def _read_now(self, recv_into, view, area):
+        """Read the non-blocking socket (``recv_into``, None when there is
+        none) once, and once more after a yield (:meth:`_look_again`):
+        the bytes read; None when there is nothing now (wait); b"" at the
+        end of the stream or on an error (gevent's recv then says which)."""
+        if recv_into is None:
+            return b""
+        try:
+            return view[:recv_into(area)].tobytes()
+        except BlockingIOError:
+            return self._look_again(recv_into, view, area)
+        except OSError:
+            return b""
+
+    cdef object _read_direct(self, raw, char* buf, Py_ssize_t size):
+        """:meth:`_read_now` for a plain socket read from its descriptor."""
+        try:
+            data = _recv_now(raw, buf, size, False)
+            return data if data is not None else self._look_again_direct(raw, buf, size)
+        except OSError:
+            return b""
+
+    cdef object _look_again_direct(self, raw, char* buf, Py_ssize_t size):
+        """:meth:`_look_again` for a plain socket read from its descriptor
+        (raises OSError as the read does)."""
+        if not self._yield_now():
+            return None
+        data = _recv_now(raw, buf, size, False)
+        if data is None:
+            self._yield_misses += 1
+        else:
+            self._yield_misses = 0
+        return data
+
     cdef bint _read_rest_green(self, raw, sock) except -1:
         """The read loop while messages come in pieces: fill the broker's
         buffer from gevent's non-blocking socket (``raw``, under ``sock``),
@@ -357,7 +608,10 @@ cdef class GreenCore(SessionCore):
         :meth:`_look_again` does."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        recv_into = raw.recv_into
+        if _plain(raw, "recv_into", _plain_recv_into) and raw.gettimeout() == 0.0:
+            recv_into = _DirectRecv(raw, False)
+        else:
+            recv_into = raw.recv_into
         cdef bint yielded = False
         while True:
             try:
@@ -398,6 +652,10 @@ cdef class GreenCore(SessionCore):
         raw, broker = self._raw_sock, self.broker
         recv_into = raw.recv_into if raw is not None else None
         view, area = read_buffer()  # this hub's thread's
+        cdef bint direct = (raw is not None and _plain(raw, "recv_into", _plain_recv_into)
+                            and raw.gettimeout() == 0.0)
+        cdef char* buf = _address(area) if direct else NULL
+        cdef Py_ssize_t size = len(area)
         while not self._lost_done and self._reader is me:
             if self._calls:
                 data = b""
@@ -415,18 +673,16 @@ cdef class GreenCore(SessionCore):
                 # is usually waiting. When it is not, wait on the hub until
                 # the socket is readable and read again; at the end or on an
                 # error, gevent's recv reports which.
-                try:
-                    data = None if recv_into is None else view[:recv_into(area)].tobytes()
-                except BlockingIOError:
-                    data = self._look_again(recv_into, view, area)
-                    if data is None:
-                        try:
-                            if wait_readable(sock):
-                                continue
-                        except OSError:  # closed while waiting: gevent's recv says so
-                            pass
-                except OSError:
-                    data = None
+                if direct:
+                    data = self._read_direct(raw, buf, size)
+                else:
+                    data = self._read_now(recv_into, view, area)
+                if data is None:
+                    try:
+                        if wait_readable(sock):
+                            continue
+                    except OSError:  # closed while waiting: gevent's recv says so
+                        pass
                 if not data:
                     data = self._recv(sock)
                     if data is None:
@@ -485,7 +741,7 @@ cdef class GreenCore(SessionCore):
             if self._send_mutex.locked():
                 with self._send_mutex:
                     self._write_queue_nowait()
-            else:
+            elif not self._send_direct():
                 self._write_queue_nowait()
             if queue and not self._lost_done:
                 if len(queue) >= self._check_unsent_at:

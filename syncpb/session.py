@@ -44,7 +44,6 @@ from .reference import RemoteCacheObserver, RemoteReference
 from .osthreads import OSThread
 from .sendqueue import SendQueue, _Piece
 from .sendqueue import _DONTWAIT as _DONTWAIT  # (threaded.py imports it from here)
-from . import transport
 from .transport import read_buffer
 from .waiting import real
 from . import sessioncore, speedups
@@ -263,29 +262,6 @@ class Session(SessionCore, IncomingCalls, SendQueue):
             self._lost("closed by peer", None)
             return None
         return data
-
-    def _read_rest(self, sock: Any, flags: int) -> Optional[bool]:
-        """Read into the broker's buffer while it says so (``assemble``):
-        True once a message is complete, or may be (a short read: see
-        :attr:`~syncpb.assembly.Assembly.guess`), then ``feed(None)``;
-        False when the socket has nothing more now (``flags``
-        MSG_DONTWAIT; with 0, it waits); None when the connection has
-        ended (it is torn down)."""
-        assembly = self.broker.message_buffer()
-        size = transport.READ_SIZE
-        try:
-            done = assembly.fill(sock.recv_into, size, flags, _DONTWAIT)
-            while done is None and not flags:  # all read is framed now: the next read waits
-                done = assembly.fill(sock.recv_into, size, flags, _DONTWAIT)
-        except OSError as exc:
-            self._lost(f"read failed: {exc}", exc)
-            return None
-        if done is None:
-            return False
-        if not done:
-            self._lost("closed by peer", None)
-            return None
-        return True
 
     def _closed_before_handshake(self, failure: Failure) -> None:
         """A peer left before the PB handshake (a port probe, a health check,

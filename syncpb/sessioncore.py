@@ -192,7 +192,6 @@ class ThreadedCore(SessionCore):
         def _outcome(self, slot: Any, request_id: int, name: str,
                      timeout: Optional[float]) -> Any: ...
         def _wake_next_locked(self) -> None: ...
-        def _read_rest(self, sock: Any, flags: int) -> Optional[bool]: ...
         def _recv(self, sock: Any) -> Optional[bytes]: ...
         def _internal_error(self, exc: Exception) -> None: ...
 
@@ -253,6 +252,30 @@ class ThreadedCore(SessionCore):
         elif slot.ok:  # the usual case, written out
             return slot.value
         return self._outcome(slot, request_id, name, timeout)
+
+    def _read_rest(self, sock: Any, flags: int) -> Optional[bool]:
+        """Read into the broker's buffer while it says so (``assemble``):
+        True once a message is complete, or may be (a short read: see
+        :attr:`~syncpb.assembly.Assembly.guess`), then ``feed(None)``;
+        False when the socket has nothing more now (``flags``
+        MSG_DONTWAIT; with 0, it waits); None when the connection has
+        ended (it is torn down)."""
+        assembly = self.broker.message_buffer()
+        size = transport.READ_SIZE
+        recv_into = sock.recv_into
+        try:
+            done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+            while done is None and not flags:  # all read is framed now: the next read waits
+                done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+        except OSError as exc:
+            self._lost(f"read failed: {exc}", exc)
+            return None
+        if done is None:
+            return False
+        if not done:
+            self._lost("closed by peer", None)
+            return None
+        return True
 
     def _resign(self) -> None:
         with self._state:
@@ -400,6 +423,20 @@ class GreenCore(SessionCore):
         self._yield_misses = 0
         return view[:count].tobytes()
 
+    def _read_now(self, recv_into: Any, view: memoryview, area: Any) -> Optional[bytes]:
+        """Read the non-blocking socket (``recv_into``, None when there is
+        none) once, and once more after a yield (:meth:`_look_again`):
+        the bytes read; None when there is nothing now (wait); b"" at the
+        end of the stream or on an error (gevent's recv then says which)."""
+        if recv_into is None:
+            return b""
+        try:
+            return view[:recv_into(area)].tobytes()
+        except BlockingIOError:
+            return self._look_again(recv_into, view, area)
+        except OSError:
+            return b""
+
     def _read_rest_green(self, raw: Any, sock: Any) -> bool:
         """The read loop while messages come in pieces: fill the broker's
         buffer from gevent's non-blocking socket (``raw``, under ``sock``),
@@ -471,18 +508,13 @@ class GreenCore(SessionCore):
                 # is usually waiting. When it is not, wait on the hub until
                 # the socket is readable and read again; at the end or on an
                 # error, gevent's recv reports which.
-                try:
-                    data = None if recv_into is None else view[:recv_into(area)].tobytes()
-                except BlockingIOError:
-                    data = self._look_again(recv_into, view, area)
-                    if data is None:
-                        try:
-                            if wait_readable(sock):
-                                continue
-                        except OSError:  # closed while waiting: gevent's recv says so
-                            pass
-                except OSError:
-                    data = None
+                data = self._read_now(recv_into, view, area)
+                if data is None:
+                    try:
+                        if wait_readable(sock):
+                            continue
+                    except OSError:  # closed while waiting: gevent's recv says so
+                        pass
                 if not data:
                     data = self._recv(sock)
                     if data is None:
