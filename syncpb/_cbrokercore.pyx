@@ -28,6 +28,30 @@ cdef int _READY = 2
 cdef int _DEAD = 3
 
 
+# The two events of every call, made without running their dataclass
+# __init__ (a Python frame each): the same objects, fields set directly.
+_new_object = object.__new__
+
+
+cdef inline object _answer_received(request_id, value):
+    event = _new_object(AnswerReceived)
+    event.request_id = request_id
+    event.value = value
+    return event
+
+
+cdef inline object _call_received(request_id, method, args, kwargs, answer_required,
+                                  perspective):
+    event = _new_object(CallReceived)
+    event.request_id = request_id
+    event.method = method
+    event.args = args
+    event.kwargs = kwargs
+    event.answer_required = answer_required
+    event.perspective = perspective
+    return event
+
+
 cdef class BrokerCore:
     """The state and hot paths of :class:`~syncpb.broker.Broker` (its base)."""
 
@@ -140,13 +164,14 @@ cdef class BrokerCore:
         if reader.imported:
             self._commit(reader)
         waiting.discard(request_id)
-        events.append(AnswerReceived(request_id, value))
+        events.append(_answer_received(request_id, value))
         return 0
 
     def call(self, oid, str name, args=(), kwargs=None, answer_required=True,
              perspective=None, cache=False):
         cdef list body
-        cdef bytes target, head
+        cdef bytes target
+        cdef list parts
         if self._state != _READY:
             raise ProtocolError("connection is not ready for calls")
         if self.released:
@@ -178,13 +203,14 @@ cdef class BrokerCore:
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[key] = target
-        head = ((self._cachemessage_head if cache else self._message_head)
-                + writer.int_token(request_id) + target
-                + (b"\x01\x81" if answer_required else b"\x00\x81"))
-        if len(body) <= 8 and not writer.wrote_large:
-            self._out.append(head + b"".join(body))
+        parts = [self._cachemessage_head if cache else self._message_head,
+                 writer.int_token(request_id), target,
+                 b"\x01\x81" if answer_required else b"\x00\x81"]
+        if len(body) <= 8 and not writer.wrote_large:  # small: one piece, joined once
+            parts.extend(body)
+            self._out.append(b"".join(parts))
         else:
-            self._out.append(head)
+            self._out.append(b"".join(parts))
             self._out.extend(body)
         if answer_required:
             self._waiting.add(request_id)
@@ -282,6 +308,6 @@ cdef class BrokerCore:
             return
         if answer_required:
             self._incoming += 1
-        events.append(CallReceived(request_id, method,
-                                   args if type(args) is tuple else tuple(args), kwargs,
-                                   answer_required, perspective))
+        events.append(_call_received(request_id, method,
+                                     args if type(args) is tuple else tuple(args), kwargs,
+                                     answer_required, perspective))

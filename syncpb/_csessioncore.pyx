@@ -179,6 +179,24 @@ cdef int _send_all(sock, bytes data) except -1:
     return 0
 
 
+def blocking_method(str name):
+    """The blocking proxy method for remote method ``name``, which
+    :class:`~syncpb.reference.RemoteReference` defines on its class the
+    first time the name is used: call on the reference's session and wait
+    for the answer. A plain function of ``self`` (no reference cycle keeps
+    a dropped proxy alive)."""
+
+    def blocking_call(self, *args, **kwargs):
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError(STALE_REFERENCE)
+        return session.call_blocking(self._pb_record.oid, name, args, kwargs,
+                                     session.call_timeout)
+
+    blocking_call.__name__ = blocking_call.__qualname__ = name
+    return blocking_call
+
+
 cdef class _Follower:
     """One waiting caller: a lock that is released to wake it.
 
@@ -202,12 +220,12 @@ cdef class _Follower:
             lock.acquire()
             self.lock = lock
 
-    def callback(self, value):
+    cpdef callback(self, value):
         self.value, self.ok, self.done = value, True, True
         if self.lock is not None:  # it sleeps (else it sees ``done`` before it would)
             self.wake()
 
-    def errback(self, failure):
+    cpdef errback(self, failure):
         self.value, self.ok, self.done = failure.value, False, True
         self.wake()
 
@@ -242,7 +260,7 @@ cdef class SessionCore:
     cdef public bint _lost_done
     cdef public object _send_mutex
 
-    def feed(self, data):
+    cpdef feed(self, data):
         """Process received bytes (None: the message :meth:`_read_rest`
         completed): resolve answers, dispatch calls."""
         cdef list answers = []
@@ -271,7 +289,12 @@ cdef class SessionCore:
         if ready and not self.ready.called:
             self.ready.callback(True)  # (a failed first write may have ended it)
         for d, value, ok in answers:
-            if ok:
+            if type(d) is _Follower:  # a blocking call's (a C call)
+                if ok:
+                    (<_Follower>d).callback(value)
+                else:
+                    (<_Follower>d).errback(Failure(value))
+            elif ok:
                 d.callback(value)
             else:
                 d.errback(Failure(value))
@@ -383,7 +406,7 @@ cdef class ThreadedCore(SessionCore):
             return None
         return True
 
-    def _resign(self):
+    cpdef _resign(self):
         with self._state:
             self._leader = self._leader_thread = None
             self._released_at = _monotonic()
@@ -395,7 +418,7 @@ cdef class ThreadedCore(SessionCore):
                 except RuntimeError:
                     pass
 
-    def _lead(self, _Follower me, deadline, bint interruptible=False):
+    cpdef _lead(self, _Follower me, deadline, bint interruptible=False):
         """Read until ``me`` is done. A blocking call's answer comes over the
         socket, so it just reads (in recv); a call with a ``deadline`` or an
         ``interruptible`` waiter (a Deferred settled by anything, which

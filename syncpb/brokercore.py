@@ -235,13 +235,14 @@ class BrokerCore:
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[(oid, name)] = target
-        head = ((self._cachemessage_head if cache else self._message_head)
-                + writer.int_token(request_id) + target
-                + (b"\x01\x81" if answer_required else b"\x00\x81"))
+        parts = [self._cachemessage_head if cache else self._message_head,
+                 writer.int_token(request_id), target,
+                 b"\x01\x81" if answer_required else b"\x00\x81"]
         if len(body) <= 8 and not writer.wrote_large:  # small: one piece, one plain send
-            self._out.append(head + b"".join(body))
+            parts.extend(body)
+            self._out.append(b"".join(parts))
         else:
-            self._out.append(head)
+            self._out.append(b"".join(parts))
             self._out.extend(body)
         if answer_required:
             self._waiting.add(request_id)
