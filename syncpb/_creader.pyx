@@ -357,8 +357,10 @@ cdef class Reader:
         """Reuse this reader for the next message (as if newly made for it)."""
         self._set_buf(buf)
         self.security = security
-        self.pos = pos
-        self.start = pos
+        cdef Py_ssize_t at = pos
+        if at < 0:
+            raise ValueError("pos must not be negative")
+        self._pos = self.start = at
         self.depth = 0
         self.context = None
         if self.imported:

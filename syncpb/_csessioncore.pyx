@@ -29,6 +29,7 @@ import _socket
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
+from .dispatch import _local as _dispatch_local
 from .dispatch import before_blocking
 from .failure import Failure
 from .incoming import is_blocking
@@ -180,11 +181,11 @@ cdef int _send_all(sock, bytes data) except -1:
 
 
 def blocking_method(str name):
-    """The blocking proxy method for remote method ``name``, which
-    :class:`~syncpb.reference.RemoteReference` defines on its class the
-    first time the name is used: call on the reference's session and wait
-    for the answer. A plain function of ``self`` (no reference cycle keeps
-    a dropped proxy alive)."""
+    """The twin of :func:`syncpb.reference._blocking_method` (its pure
+    version lives there, below the sessions): the blocking proxy method
+    for remote method ``name``, which sessions hand to
+    :class:`~syncpb.reference.RemoteReference` (``Session.blocking_method``)
+    when this module is built."""
 
     def blocking_call(self, *args, **kwargs):
         session = self._pb_session
@@ -266,7 +267,9 @@ cdef class SessionCore:
         cdef list answers = []
         cdef bint ready = False
         violation = None
-        with self._lock:
+        lock = self._lock  # (acquire/release: cheaper than "with" from C)
+        lock.acquire()
+        try:
             broker = self.broker
             events = broker.receive_data(data) if data is not None else broker.receive_buffered()
             if broker.has_output:
@@ -284,6 +287,8 @@ cdef class SessionCore:
                     violation = event
                 elif kind is Ready:
                     ready = True
+        finally:
+            lock.release()
         if self._queue:
             self._flush()
         if ready and not self.ready.called:
@@ -315,6 +320,14 @@ cdef class ThreadedCore(SessionCore):
     cdef public object _idle
     cdef public object _wake_r
     cdef public tuple _wake_fds
+    # The read buffer of the thread that last led (transport.read_buffer's),
+    # kept so that a leader need not look it up each time: the buffer, its
+    # address and size, and the thread's ident. The reference keeps it alive
+    # should the thread end first.
+    cdef object _area
+    cdef object _area_thread
+    cdef char* _area_address
+    cdef Py_ssize_t _area_size
 
     def call_blocking(self, oid, name, args, kwargs, timeout=None):
         """Call and wait for the answer without a Deferred (the fast path).
@@ -328,7 +341,9 @@ cdef class ThreadedCore(SessionCore):
         cdef _Follower slot = _Follower()
         cdef bint direct
         send_mutex = self._send_mutex
-        with self._lock:
+        lock = self._lock  # (acquire/release: cheaper than "with" from C)
+        lock.acquire()
+        try:
             if self.closed:
                 raise DeadReferenceError(STALE_REFERENCE)
             broker = self.broker
@@ -341,6 +356,8 @@ cdef class ThreadedCore(SessionCore):
             direct = not self._queue and send_mutex.acquire(False)
             if not direct:
                 self._queue.extend(pieces)
+        finally:
+            lock.release()
         if direct:
             try:
                 if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
@@ -360,7 +377,8 @@ cdef class ThreadedCore(SessionCore):
                 self._flush()
         else:
             self._flush()
-        before_blocking()
+        if _dispatch_local.current is not None:  # (before_blocking(), its usual case written out)
+            before_blocking()
         deadline = None if timeout is None else _monotonic() + timeout
         state = self._state
         state.acquire()
@@ -407,7 +425,9 @@ cdef class ThreadedCore(SessionCore):
         return True
 
     cpdef _resign(self):
-        with self._state:
+        state = self._state  # (acquire/release: cheaper than "with" from C)
+        state.acquire()
+        try:
             self._leader = self._leader_thread = None
             self._released_at = _monotonic()
             if self._followers:
@@ -417,6 +437,8 @@ cdef class ThreadedCore(SessionCore):
                     self._idle.release()  # greenlets wait: the background thread reads now
                 except RuntimeError:
                     pass
+        finally:
+            state.release()
 
     cpdef _lead(self, _Follower me, deadline, bint interruptible=False):
         """Read until ``me`` is done. A blocking call's answer comes over the
@@ -426,11 +448,20 @@ cdef class ThreadedCore(SessionCore):
         sock, broker, reads_into = self.sock, self.broker, self._reads_into
         cdef bint polls = deadline is not None or interruptible
         fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
-        view, area = read_buffer()
         cdef bint direct = (reads_into and _plain(sock, "recv_into", _plain_recv_into)
                             and sock.gettimeout() is None)
-        cdef char* buf = _address(area) if direct else NULL
-        cdef Py_ssize_t size = len(area)
+        cdef char* buf = NULL
+        cdef Py_ssize_t size = 0
+        view = area = None
+        if direct:
+            ident = _get_ident()
+            if self._area_thread != ident:
+                view, area = read_buffer()
+                self._area, self._area_thread = area, ident
+                self._area_address, self._area_size = _address(area), len(area)
+            buf, size = self._area_address, self._area_size
+        else:
+            view, area = read_buffer()
         while not me.done and not self._lost_done:
             if polls:
                 remaining = None if deadline is None else deadline - _monotonic()
@@ -748,11 +779,14 @@ cdef class GreenCore(SessionCore):
                     result.addCallbacks(self._answer_later(call), self._fail_later(call))
                     continue
                 if call.answer_required:
-                    with lock:
+                    lock.acquire()  # (cheaper than "with" from C)
+                    try:
                         if self._lost_done:
                             return
                         broker.answer(call.request_id, result, call.perspective)
                         queue.extend(broker.pieces_to_send())
+                    finally:
+                        lock.release()
                 if self._reader is not me:  # the call waited: another greenlet reads now
                     self._flush()
         finally:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from . import sessioncore, speedups
 from .errors import STALE_REFERENCE, DeadReferenceError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,9 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .deferred import Deferred
 
 __all__ = ["RemoteReference", "RemoteCacheObserver"]
-
-#: where the blocking proxy methods come from: the sessions' core (compiled when built)
-_core = speedups.load("_csessioncore") or sessioncore
 
 
 class RemoteReference:
@@ -97,7 +93,8 @@ class RemoteReference:
         # name find it directly instead of failing into __getattr__ (which
         # costs an AttributeError per call). It is a plain function taking
         # ``self``: no reference cycle keeps a dropped proxy alive.
-        method = _core.blocking_method(name)
+        # (the session's factory: the compiled core's twin of _blocking_method when built)
+        method = getattr(self._pb_session, "blocking_method", _blocking_method)(name)
         setattr(RemoteReference, name, method)
         bound: Callable[..., Any] = method.__get__(self, RemoteReference)
         return bound
@@ -136,6 +133,24 @@ class RemoteReference:
                 self._pb_session.release(self._pb_record)
             except Exception:  # interpreter shutdown, session gone
                 pass
+
+
+def _blocking_method(name: str) -> Callable[..., Any]:
+    """The blocking proxy method for remote method ``name``: call on the
+    reference's session and wait for the answer. A plain function of
+    ``self`` (no reference cycle keeps a dropped proxy alive). The
+    compiled sessions' core has its twin (``blocking_method``), which
+    sessions hand out when it is built."""
+
+    def blocking_call(self: RemoteReference, *args: Any, **kwargs: Any) -> Any:
+        session = self._pb_session
+        if session.closed:
+            raise DeadReferenceError(STALE_REFERENCE)
+        return session.call_blocking(self._pb_record.oid, name, args, kwargs,
+                                     session.call_timeout)
+
+    blocking_call.__name__ = blocking_call.__qualname__ = name
+    return blocking_call
 
 
 class RemoteCacheObserver:

@@ -41,6 +41,7 @@ from .errors import (STALE_REFERENCE, BananaError, CallTimeout, ConnectionLost,
 from .failure import Failure
 from .incoming import BLOCKING_ATTRIBUTE, MARKS, IncomingCalls, is_blocking
 from .reference import RemoteCacheObserver, RemoteReference
+from .reference import _blocking_method as _reference_blocking_method
 from .osthreads import OSThread
 from .sendqueue import SendQueue, _Piece
 from .sendqueue import _DONTWAIT as _DONTWAIT  # (threaded.py imports it from here)
@@ -49,6 +50,7 @@ from .waiting import real
 from . import sessioncore, speedups
 
 if TYPE_CHECKING:
+    _blocking_method = _reference_blocking_method
     from .sessioncore import SessionCore as SessionCore
     from .sessioncore import ThreadedCore as ThreadedCore
     from .sessioncore import GreenCore as GreenCore
@@ -59,6 +61,9 @@ else:
     _core = speedups.load("_csessioncore") or sessioncore
     SessionCore, ThreadedCore, GreenCore = _core.SessionCore, _core.ThreadedCore, _core.GreenCore
     _Follower = _core._Follower
+    # The blocking proxy methods sessions hand to RemoteReference: the
+    # compiled twin when built, else reference.py's own.
+    _blocking_method = getattr(_core, "blocking_method", None) or _reference_blocking_method
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
@@ -94,6 +99,9 @@ class Session(SessionCore, IncomingCalls, SendQueue):
     offload: Any = None
     #: Held while writing (the subclass sets it: a lock, or gevent's Semaphore).
     _send_mutex: Any
+    #: Makes the blocking proxy method for a remote method's name (see
+    #: :meth:`RemoteReference.__getattr__ <syncpb.reference.RemoteReference>`).
+    blocking_method = staticmethod(_blocking_method)
 
     def __init__(self, sock: Any, broker: Broker, name: str = "") -> None:
         self.sock = sock

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
@@ -46,7 +46,7 @@ from .waiting import cooperative_hub, poll_readable, real
 if TYPE_CHECKING:  # pragma: no cover
     from .broker import Broker
 
-__all__ = ["SessionCore", "ThreadedCore", "GreenCore", "_Follower", "blocking_method"]
+__all__ = ["SessionCore", "ThreadedCore", "GreenCore", "_Follower"]
 
 log = logging.getLogger("syncpb")
 
@@ -60,24 +60,6 @@ YIELD_MISSES = 4
 #: ... and then tries again once every this many empty reads.
 YIELD_PROBE = 64
 _sched_yield = getattr(os, "sched_yield", None)
-
-
-def blocking_method(name: str) -> Callable[..., Any]:
-    """The blocking proxy method for remote method ``name``, which
-    :class:`~syncpb.reference.RemoteReference` defines on its class the
-    first time the name is used: call on the reference's session and wait
-    for the answer. A plain function of ``self`` (no reference cycle keeps
-    a dropped proxy alive)."""
-
-    def blocking_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        session = self._pb_session
-        if session.closed:
-            raise DeadReferenceError(STALE_REFERENCE)
-        return session.call_blocking(self._pb_record.oid, name, args, kwargs,
-                                     session.call_timeout)
-
-    blocking_call.__name__ = blocking_call.__qualname__ = name
-    return blocking_call
 
 
 class _Follower:
