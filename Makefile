@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 
-$(VENV)/.base: $(BIN)/python setup.py pyproject.toml tls/_records.c $(wildcard syncpb/_c*.pyx)
+$(VENV)/.base: $(BIN)/python setup.py pyproject.toml tls/_records.c $(wildcard syncpb/_c*.pyx) $(wildcard syncpb/_c*.pxd)
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 

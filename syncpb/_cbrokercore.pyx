@@ -55,30 +55,7 @@ cdef inline object _call_received(request_id, method, args, kwargs, answer_requi
 cdef class BrokerCore:
     """The state and hot paths of :class:`~syncpb.broker.Broker` (its base)."""
 
-    # brokercore.CORE_SLOTS, as C fields
-    cdef public int _state
-    cdef public list released
-    cdef public list _out
-    cdef public list _pending_exports
-    cdef public list _chunks
-    cdef public object _perspective
-    cdef public object _writer
-    cdef public object _reader
-    cdef public object security
-    cdef public object _long_strings
-    cdef public object _assembly
-    cdef public object _max_incoming
-    cdef public bytes _empty_kwargs
-    cdef public bytes _message_head
-    cdef public bytes _cachemessage_head
-    cdef public bytes _answer_head
-    cdef public dict _call_targets
-    cdef public dict _names
-    cdef public dict _exports
-    cdef public set _waiting
-    cdef public long long _next_request
-    cdef public Py_ssize_t _incoming
-    cdef public bint _frame_first
+    # (its C fields and C methods are declared in _cbrokercore.pxd)
 
     @property
     def has_output(self):
@@ -86,6 +63,9 @@ cdef class BrokerCore:
         return bool(self._out or self.released)
 
     def pieces_to_send(self):
+        return self.pieces_c()
+
+    cdef list pieces_c(self):
         if self.released:
             self._send_decrefs()
         out = self._out
@@ -93,6 +73,9 @@ cdef class BrokerCore:
         return out
 
     def receive_data(self, data):
+        return self.receive_c(data)
+
+    cdef list receive_c(self, data):
         cdef list events = []
         cdef Py_ssize_t pos
         if self._state == _DEAD or not data:
@@ -104,7 +87,7 @@ cdef class BrokerCore:
                 self._receive(data, events)
                 return events
             try:
-                pos = self._handle(data, 0, events)
+                pos = self._handle_c(data, 0, events)
             except Incomplete:
                 self._incomplete(data, 0)
                 return events
@@ -121,6 +104,9 @@ cdef class BrokerCore:
         return events
 
     def _handle(self, bytes buf, Py_ssize_t pos, list events):
+        return self._handle_c(buf, pos, events)
+
+    cdef object _handle_c(self, bytes buf, Py_ssize_t pos, list events):
         if self._state != _READY:
             return self._handshake(buf, pos, events)
         reader = self._reader
@@ -169,6 +155,10 @@ cdef class BrokerCore:
 
     def call(self, oid, str name, args=(), kwargs=None, answer_required=True,
              perspective=None, cache=False):
+        return self.call_c(oid, name, args, kwargs, answer_required, perspective, cache)
+
+    cdef object call_c(self, oid, str name, args, kwargs, bint answer_required, perspective,
+                       bint cache):
         cdef list body
         cdef bytes target
         cdef list parts
@@ -217,24 +207,28 @@ cdef class BrokerCore:
         return request_id
 
     def answer(self, request_id, value, perspective=None):
+        self.answer_c(request_id, value, perspective)
+
+    cdef int answer_c(self, request_id, value, perspective) except -1:
         if self._incoming:
             self._incoming -= 1
         if self._state != _READY:
-            return
+            return 0
         if self.released:
             self._send_decrefs()
         kind = type(value)
         if kind is int and 0 <= value < 2097152:
             int_token = self._writer.int_token
             self._out.append(self._answer_head + int_token(request_id) + int_token(value))
-            return
+            return 0
         if value is None or kind is bool or kind is float:
             writer = self._writer
             out = []
             writer.value(value, out)
             self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
-            return
+            return 0
         self._answer_slow(request_id, value, perspective)
+        return 0
 
     def _on_message(self, reader, Py_ssize_t count, list events, cache=False):
         cdef bint callable_name, answer_required

@@ -26,6 +26,8 @@ from libc.errno cimport EAGAIN, EINTR, errno
 
 import _socket
 
+from ._cbrokercore cimport BrokerCore
+
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
@@ -266,14 +268,15 @@ cdef class SessionCore:
         completed): resolve answers, dispatch calls."""
         cdef list answers = []
         cdef bint ready = False
+        cdef BrokerCore broker
         violation = None
         lock = self._lock  # (acquire/release: cheaper than "with" from C)
         lock.acquire()
         try:
             broker = self.broker
-            events = broker.receive_data(data) if data is not None else broker.receive_buffered()
-            if broker.has_output:
-                self._queue.extend(broker.pieces_to_send())
+            events = broker.receive_c(data) if data is not None else broker.receive_buffered()
+            if broker._out or broker.released:  # (has_output)
+                self._queue.extend(broker.pieces_c())
             for event in events:
                 kind = type(event)
                 if kind is CallReceived:
@@ -340,6 +343,7 @@ cdef class ThreadedCore(SessionCore):
             return self._call_blocking_green(oid, name, args, kwargs, timeout)
         cdef _Follower slot = _Follower()
         cdef bint direct
+        cdef BrokerCore broker
         send_mutex = self._send_mutex
         lock = self._lock  # (acquire/release: cheaper than "with" from C)
         lock.acquire()
@@ -347,9 +351,9 @@ cdef class ThreadedCore(SessionCore):
             if self.closed:
                 raise DeadReferenceError(STALE_REFERENCE)
             broker = self.broker
-            request_id = broker.call(oid, name, args, kwargs)
+            request_id = broker.call_c(oid, name, args, kwargs, True, None, False)
             self._pending[request_id] = slot
-            pieces = broker.pieces_to_send()
+            pieces = broker.pieces_c()
             # Nothing queued ahead and nobody writing (the usual case): write
             # the call from here. Taking the send lock before letting go of
             # the broker lock keeps messages in the order they were encoded.
@@ -758,7 +762,8 @@ cdef class GreenCore(SessionCore):
         """Run the queued calls in order; answers go out in one write after
         the batch (:meth:`Session.run_call` written out for the usual call
         that returns a plain value at once)."""
-        calls, lock, broker, queue = self._calls, self._lock, self.broker, self._queue
+        cdef BrokerCore broker = self.broker
+        calls, lock, queue = self._calls, self._lock, self._queue
         offload = self.offload
         self._batching = True
         try:
@@ -783,8 +788,8 @@ cdef class GreenCore(SessionCore):
                     try:
                         if self._lost_done:
                             return
-                        broker.answer(call.request_id, result, call.perspective)
-                        queue.extend(broker.pieces_to_send())
+                        broker.answer_c(call.request_id, result, call.perspective)
+                        queue.extend(broker.pieces_c())
                     finally:
                         lock.release()
                 if self._reader is not me:  # the call waited: another greenlet reads now
