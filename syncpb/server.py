@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from .broker import Broker, Limits
 from .errors import ConnectionFailed, SyncPBError, format_seconds
 from .copyable import UnjellyableRegistry
+from . import heap
 from .deferred import Deferred
 from .jelly import SecurityOptions, with_registry
 from .keepalive import KeepaliveOption, apply as apply_keepalive, resolve as keepalive_settings
@@ -290,6 +291,7 @@ class Server:
                 self._serve_listener(sock)
             if self.message_timeout is not None:
                 helpers.append(gevent.spawn(self._watch_messages))
+            heap.release_free_memory()  # what start-up freed, if tune_malloc kept it
             self._running.set()
             self._stopping.wait()
         finally:

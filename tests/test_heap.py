@@ -85,3 +85,50 @@ def test_tune_malloc_refuses_thresholds_glibc_would_not_take(thresholds, named):
 @pytest.mark.skipif(GLIBC, reason="only where the C library is not glibc")
 def test_tune_malloc_is_a_no_op_without_glibc():
     assert churn("tune")["tuned"] is False
+
+
+# Free 24 MiB of 4 KiB blocks (malloc's, not Python's small-object arenas)
+# as start-up does, then give it back; RSS is read from /proc.
+RELEASE = """
+import json, sys
+if sys.argv[1] == "ctypes":
+    sys.modules["syncpb._heap"] = None  # as where the extension was not built
+import syncpb
+from syncpb import heap
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+untuned = heap.release_free_memory()  # not tuned: nothing to do
+syncpb.tune_malloc()
+blocks = [bytes(4096) for _ in range(6144)]
+keep = b"k" * 100  # (allocated after them, so the heap's top is not all free)
+del blocks
+before = rss()
+released = heap.release_free_memory()
+print(json.dumps({"untuned": untuned, "released": released, "before": before,
+                  "after": rss(), "ctypes": "ctypes" in sys.modules}))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's heap only")
+@pytest.mark.parametrize("mode", ["compiled", "ctypes"])
+def test_release_free_memory_gives_back_what_a_tuned_heap_kept(mode):
+    if mode == "compiled" and not COMPILED:
+        pytest.skip("syncpb._heap not built here")
+    done = subprocess.run([sys.executable, "-c", RELEASE, mode], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["untuned"] is False
+    assert out["released"] is True
+    assert out["before"] - out["after"] > 16 * 1024, out  # KiB: most of the 24 MiB
+    assert out["ctypes"] is (mode == "ctypes")
+
+
+def test_a_server_releases_free_memory_when_it_starts_serving(monkeypatch, server_factory):
+    calls = []
+    monkeypatch.setattr(syncpb.heap, "release_free_memory", lambda: calls.append(1) or False)
+    server, address = server_factory(syncpb.Root())
+    with syncpb.connect(address, timeout=10) as conn:
+        assert conn.root is not None
+    assert calls == [1]
