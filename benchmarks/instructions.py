@@ -7,8 +7,12 @@ instructions a process executes per call do not. This script runs
 default), with one side under ``valgrind --tool=callgrind`` and the other
 native, twice: for ``--calls`` and for three times as many. The
 difference between the two totals, divided by the difference in calls, is
-that side's instructions per call, free of start-up and import costs. It
-prints one line per side and peer, so two trees compare side by side:
+that side's instructions per call, free of start-up and import costs.
+Both processes are pinned to one CPU (the first this process may use), as
+``run.py`` pins W1: a server's path then does not depend on where the
+client runs (unpinned, the server's count moved between 26k and 36k from
+run to run). It prints one line per side and peer, so two trees compare
+side by side:
 
     python benchmarks/instructions.py [--peers syncpb,raw] [--workload W1]
         [--calls 2000] [--syncpb-path TREE]
@@ -33,6 +37,11 @@ PEER = os.path.join(HERE, "peer.py")
 COLLECTED = re.compile(rb"Collected : (\d+)")
 
 
+def pin() -> None:
+    """Run on the first CPU this process may use (in the child, before exec)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
 def total(side: str, peer: str, workload: str, calls: int, env: dict) -> int:
     """The instructions ``side`` executed over a run of ``calls`` calls."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,7 +56,7 @@ def total(side: str, peer: str, workload: str, calls: int, env: dict) -> int:
             server_cmd = valgrind + server_cmd
         else:
             client_cmd = valgrind + client_cmd
-        server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, env=env)
+        server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, env=env, preexec_fn=pin)
         try:
             assert server.stdout is not None
             line = server.stdout.readline().decode()
@@ -55,7 +64,7 @@ def total(side: str, peer: str, workload: str, calls: int, env: dict) -> int:
                 raise SystemExit(f"the {peer} server did not start: {line!r}")
             client_cmd[client_cmd.index("ADDR")] = line.split()[1]
             client = subprocess.run(client_cmd, input=b"GO\n", stdout=subprocess.PIPE,
-                                    env=env, timeout=600, check=False)
+                                    env=env, timeout=600, check=False, preexec_fn=pin)
             if b"RESULT" not in client.stdout:
                 raise SystemExit(f"the {peer} client failed: {client.stdout[-500:]!r}")
         finally:
