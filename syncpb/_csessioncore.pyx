@@ -9,7 +9,11 @@ TWIN_TESTS in the Makefile). What compiling buys is the state: the
 attributes a call touches on its way through a session are C fields of
 the instance, typed where their type never changes, and a waiting caller
 (:class:`_Follower`) is a small C object. Everything else stays in Python,
-in the session classes, reached through ``self``.
+in the session classes, reached through ``self``. Two things only this
+twin does: it reads and writes plain sockets from their descriptors
+(:mod:`syncpb._csockio`; the pure twin calls the socket's methods), and
+it calls the compiled broker core through its C interface
+(``_cbrokercore.pxd``).
 
 Keep the two in step: a change to one is a change to both.
 """
@@ -19,14 +23,12 @@ import os
 import sys
 import time
 
-from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 
-import _socket
-
 from ._cbrokercore cimport BrokerCore
+from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
+                        c_send, reads_plain, sendalls_plain, sends_plain)
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
@@ -50,136 +52,6 @@ _modules = sys.modules
 YIELD_MISSES = 4
 YIELD_PROBE = 64
 _sched_yield = getattr(os, "sched_yield", None)
-
-
-# Direct socket I/O: what only the compiled twin does. A plain socket's
-# recv_into, send and sendall cost about twice the system call itself
-# (arguments parsed, the timeout machinery, an exception built for every
-# empty read). Where a socket is the standard library's own (its methods
-# are _socket's, so no TLS wrapper or stand-in) these read and write its
-# descriptor directly, with the same results and the same errors
-# (OSError(errno, strerror), which picks the subclass as the socket
-# module does). The descriptor is asked for at every read or write, with
-# the GIL held until the system call (or the GIL let go for it, as the
-# socket module does), so a socket closed from another thread reads as
-# closed (-1: EBADF) instead of reaching a descriptor reused since.
-cdef extern from "errno.h":
-    int EWOULDBLOCK
-
-cdef extern from "sys/socket.h" nogil:
-    Py_ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
-    Py_ssize_t c_send "send" (int fd, const void *buf, size_t n, int flags)
-    int MSG_DONTWAIT
-
-cdef object _plain_recv_into = _socket.socket.recv_into
-cdef object _plain_sendall = _socket.socket.sendall
-cdef object _plain_send = _socket.socket.send
-
-
-cdef inline bint _plain(sock, method, plain) except -1:
-    """True when ``sock``'s ``method`` is the standard library socket's (``plain``)."""
-    return getattr(type(sock), method, None) is plain
-
-
-cdef object _os_error(int code):
-    return OSError(code, os.strerror(code))
-
-
-cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait):
-    """Read once from ``sock`` (a plain socket) into ``buf``: the bytes
-    read (b"" at the end of the stream), or None when it has nothing now
-    (a non-blocking socket). With ``wait`` (a blocking socket: no timeout)
-    the GIL is let go for the read. Raises OSError as ``recv_into`` would."""
-    cdef Py_ssize_t count
-    cdef int fd, code
-    while True:
-        fd = sock.fileno()
-        if wait:
-            with nogil:
-                count = c_recv(fd, buf, size, 0)
-        else:
-            count = c_recv(fd, buf, size, 0)
-        if count >= 0:
-            return PyBytes_FromStringAndSize(buf, count)
-        code = errno
-        if code == EINTR:
-            PyErr_CheckSignals()
-            continue
-        if code == EAGAIN or code == EWOULDBLOCK:
-            return None
-        raise _os_error(code)
-
-
-cdef char* _address(area) except NULL:
-    """Where a buffer of :func:`~syncpb.transport.read_buffer` starts. It
-    is its thread's for the thread's life and never resized, so the
-    address stays good after the view used to find it is let go."""
-    cdef Py_buffer view
-    PyObject_GetBuffer(area, &view, PyBUF_WRITABLE)
-    cdef char* address = <char*>view.buf
-    PyBuffer_Release(&view)
-    return address
-
-
-cdef class _DirectRecv:
-    """A plain socket's ``recv_into``, read straight from its descriptor:
-    what the compiled core hands :meth:`~syncpb.assembly.Assembly.fill`.
-    The same arguments, results and errors (a non-blocking read that finds
-    nothing raises BlockingIOError). With ``wait`` (a blocking socket), a
-    read that may wait lets the GIL go."""
-
-    cdef object sock
-    cdef bint wait
-
-    def __cinit__(self, sock, bint wait):
-        self.sock = sock
-        self.wait = wait
-
-    def __call__(self, buffer, Py_ssize_t nbytes=0, int flags=0):
-        cdef Py_buffer view
-        cdef Py_ssize_t count, size
-        cdef int fd, code
-        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
-        try:
-            if nbytes < 0 or nbytes > view.len:
-                raise ValueError("buffer too small for requested bytes")
-            size = nbytes if nbytes else view.len
-            while True:
-                fd = self.sock.fileno()
-                if self.wait and not flags & MSG_DONTWAIT:
-                    with nogil:
-                        count = c_recv(fd, view.buf, size, flags)
-                else:
-                    count = c_recv(fd, view.buf, size, flags)
-                if count >= 0:
-                    return count
-                code = errno
-                if code != EINTR:
-                    raise _os_error(code)  # (EAGAIN: BlockingIOError)
-                PyErr_CheckSignals()
-        finally:
-            PyBuffer_Release(&view)
-
-
-cdef int _send_all(sock, bytes data) except -1:
-    """``sock.sendall(data)`` for a plain blocking socket, the GIL let go
-    while it writes."""
-    cdef const char* start = PyBytes_AS_STRING(data)
-    cdef Py_ssize_t left = PyBytes_GET_SIZE(data), count
-    cdef int fd, code
-    while left > 0:
-        fd = sock.fileno()
-        with nogil:
-            count = c_send(fd, start, left, 0)
-        if count < 0:
-            code = errno
-            if code == EINTR:
-                PyErr_CheckSignals()
-                continue
-            raise _os_error(code)
-        start += count
-        left -= count
-    return 0
 
 
 def blocking_method(str name):
@@ -366,7 +238,7 @@ cdef class ThreadedCore(SessionCore):
             try:
                 if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
                     data, sock = pieces[0], self.sock
-                    if (type(data) is bytes and _plain(sock, "sendall", _plain_sendall)
+                    if (type(data) is bytes and sendalls_plain(sock)
                             and sock.gettimeout() is None):
                         _send_all(sock, data)
                     else:
@@ -410,7 +282,7 @@ cdef class ThreadedCore(SessionCore):
         ended (it is torn down)."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if _plain(sock, "recv_into", _plain_recv_into) and sock.gettimeout() is None:
+        if reads_plain(sock) and sock.gettimeout() is None:
             recv_into = _DirectRecv(sock, True)
         else:
             recv_into = sock.recv_into
@@ -452,7 +324,7 @@ cdef class ThreadedCore(SessionCore):
         sock, broker, reads_into = self.sock, self.broker, self._reads_into
         cdef bint polls = deadline is not None or interruptible
         fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
-        cdef bint direct = (reads_into and _plain(sock, "recv_into", _plain_recv_into)
+        cdef bint direct = (reads_into and reads_plain(sock)
                             and sock.gettimeout() is None)
         cdef char* buf = NULL
         cdef Py_ssize_t size = 0
@@ -601,7 +473,7 @@ cdef class GreenCore(SessionCore):
         if len(queue) != 1 or raw is None:
             return False
         data = queue[0]
-        if (type(data) is not bytes or not _plain(raw, "send", _plain_send)
+        if (type(data) is not bytes or not sends_plain(raw)
                 or raw.gettimeout() != 0.0):
             return False
         size = PyBytes_GET_SIZE(data)
@@ -666,7 +538,7 @@ cdef class GreenCore(SessionCore):
         :meth:`_look_again` does."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if _plain(raw, "recv_into", _plain_recv_into) and raw.gettimeout() == 0.0:
+        if reads_plain(raw) and raw.gettimeout() == 0.0:
             recv_into = _DirectRecv(raw, False)
         else:
             recv_into = raw.recv_into
@@ -710,7 +582,7 @@ cdef class GreenCore(SessionCore):
         raw, broker = self._raw_sock, self.broker
         recv_into = raw.recv_into if raw is not None else None
         view, area = read_buffer()  # this hub's thread's
-        cdef bint direct = (raw is not None and _plain(raw, "recv_into", _plain_recv_into)
+        cdef bint direct = (raw is not None and reads_plain(raw)
                             and raw.gettimeout() == 0.0)
         cdef char* buf = _address(area) if direct else NULL
         cdef Py_ssize_t size = len(area)

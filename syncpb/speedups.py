@@ -55,7 +55,7 @@ def load(name: str) -> Optional[ModuleType]:
 #: the compiled modules (the codec, the broker core, the sessions core), each mirroring
 #: a pure-Python one
 CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokercore",
-                                  "_csessioncore")
+                                  "_csockio", "_csessioncore")
 
 
 def codec_compiled() -> bool:

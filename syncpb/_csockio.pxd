@@ -1,0 +1,24 @@
+# cython: language_level=3
+"""The C interface of syncpb/_csockio.pyx (see its theory of operation)."""
+
+
+cdef extern from "errno.h":
+    int EWOULDBLOCK
+
+cdef extern from "sys/socket.h" nogil:
+    Py_ssize_t c_recv "recv" (int fd, void *buf, size_t n, int flags)
+    Py_ssize_t c_send "send" (int fd, const void *buf, size_t n, int flags)
+    int MSG_DONTWAIT
+
+cdef bint reads_plain(sock) except -1
+cdef bint sends_plain(sock) except -1
+cdef bint sendalls_plain(sock) except -1
+cdef object _os_error(int code)
+cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait)
+cdef char* _address(area) except NULL
+cdef int _send_all(sock, bytes data) except -1
+
+
+cdef class _DirectRecv:
+    cdef object sock
+    cdef bint wait

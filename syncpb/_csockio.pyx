@@ -1,0 +1,153 @@
+# cython: language_level=3
+"""Plain sockets read and written from their descriptors, for the
+compiled sessions' core (syncpb/_csessioncore.pyx; layer L4.004).
+
+Theory of operation
+-------------------
+A plain socket's recv_into, send and sendall cost about twice the system
+call itself (arguments parsed, the timeout machinery, an exception built
+for every empty read). Where a socket is the standard library's own (its
+methods are _socket's, so no TLS wrapper or stand-in: :func:`reads_plain`
+and the like say so) the compiled core reads and writes its descriptor
+with these instead, with the same results and the same errors
+(OSError(errno, strerror), which picks the subclass as the socket module
+does). The descriptor is asked for at every read or write, with the GIL
+held until the system call (or the GIL let go for it, as the socket
+module does), so a socket closed from another thread reads as closed
+(-1: EBADF) instead of reaching a descriptor reused since.
+
+There is no pure-Python twin: the pure sessions' core calls the socket's
+methods, which is what this does without their overhead. The C interface
+is declared in _csockio.pxd.
+"""
+
+import os
+
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EAGAIN, EINTR, errno
+
+import _socket
+
+cdef object _plain_recv_into = _socket.socket.recv_into
+cdef object _plain_sendall = _socket.socket.sendall
+cdef object _plain_send = _socket.socket.send
+
+
+cdef inline bint _plain(sock, method, plain) except -1:
+    """True when ``sock``'s ``method`` is the standard library socket's (``plain``)."""
+    return getattr(type(sock), method, None) is plain
+
+
+cdef bint reads_plain(sock) except -1:
+    """``sock.recv_into`` is the standard library socket's."""
+    return _plain(sock, "recv_into", _plain_recv_into)
+
+
+cdef bint sends_plain(sock) except -1:
+    """``sock.send`` is the standard library socket's."""
+    return _plain(sock, "send", _plain_send)
+
+
+cdef bint sendalls_plain(sock) except -1:
+    """``sock.sendall`` is the standard library socket's."""
+    return _plain(sock, "sendall", _plain_sendall)
+
+
+cdef object _os_error(int code):
+    return OSError(code, os.strerror(code))
+
+
+cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait):
+    """Read once from ``sock`` (a plain socket) into ``buf``: the bytes
+    read (b"" at the end of the stream), or None when it has nothing now
+    (a non-blocking socket). With ``wait`` (a blocking socket: no timeout)
+    the GIL is let go for the read. Raises OSError as ``recv_into`` would."""
+    cdef Py_ssize_t count
+    cdef int fd, code
+    while True:
+        fd = sock.fileno()
+        if wait:
+            with nogil:
+                count = c_recv(fd, buf, size, 0)
+        else:
+            count = c_recv(fd, buf, size, 0)
+        if count >= 0:
+            return PyBytes_FromStringAndSize(buf, count)
+        code = errno
+        if code == EINTR:
+            PyErr_CheckSignals()
+            continue
+        if code == EAGAIN or code == EWOULDBLOCK:
+            return None
+        raise _os_error(code)
+
+
+cdef char* _address(area) except NULL:
+    """Where a buffer of :func:`~syncpb.transport.read_buffer` starts. It
+    is its thread's for the thread's life and never resized, so the
+    address stays good after the view used to find it is let go."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(area, &view, PyBUF_WRITABLE)
+    cdef char* address = <char*>view.buf
+    PyBuffer_Release(&view)
+    return address
+
+
+cdef class _DirectRecv:
+    """A plain socket's ``recv_into``, read straight from its descriptor:
+    what the compiled core hands :meth:`~syncpb.assembly.Assembly.fill`.
+    The same arguments, results and errors (a non-blocking read that finds
+    nothing raises BlockingIOError). With ``wait`` (a blocking socket), a
+    read that may wait lets the GIL go."""
+
+    def __cinit__(self, sock, bint wait):
+        self.sock = sock
+        self.wait = wait
+
+    def __call__(self, buffer, Py_ssize_t nbytes=0, int flags=0):
+        cdef Py_buffer view
+        cdef Py_ssize_t count, size
+        cdef int fd, code
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            if nbytes < 0 or nbytes > view.len:
+                raise ValueError("buffer too small for requested bytes")
+            size = nbytes if nbytes else view.len
+            while True:
+                fd = self.sock.fileno()
+                if self.wait and not flags & MSG_DONTWAIT:
+                    with nogil:
+                        count = c_recv(fd, view.buf, size, flags)
+                else:
+                    count = c_recv(fd, view.buf, size, flags)
+                if count >= 0:
+                    return count
+                code = errno
+                if code != EINTR:
+                    raise _os_error(code)  # (EAGAIN: BlockingIOError)
+                PyErr_CheckSignals()
+        finally:
+            PyBuffer_Release(&view)
+
+
+cdef int _send_all(sock, bytes data) except -1:
+    """``sock.sendall(data)`` for a plain blocking socket, the GIL let go
+    while it writes."""
+    cdef const char* start = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t left = PyBytes_GET_SIZE(data), count
+    cdef int fd, code
+    while left > 0:
+        fd = sock.fileno()
+        with nogil:
+            count = c_send(fd, start, left, 0)
+        if count < 0:
+            code = errno
+            if code == EINTR:
+                PyErr_CheckSignals()
+                continue
+            raise _os_error(code)
+        start += count
+        left -= count
+    return 0
