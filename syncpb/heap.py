@@ -92,18 +92,18 @@ def _mallopt() -> Optional[Callable[[int, int], int]]:
     return _libc_function("mallopt")
 
 
-def release_free_memory(force: bool = False) -> bool:
+def release_free_memory() -> bool:
     """Give the heap's free memory back to the kernel now (glibc's
-    ``malloc_trim(0)``), if :func:`tune_malloc` was called in this process
-    (or ``force``): with the raised trim threshold, what a process freed
-    while starting stays with it otherwise. Without the raised threshold
-    glibc gives it back as it goes.
+    ``malloc_trim(0)``), if :func:`tune_malloc` was called in this process:
+    with the raised trim threshold, what a process freed while starting
+    stays with it otherwise. Without the raised threshold glibc gives it
+    back as it goes, so this does nothing then.
 
     Returns:
         True when memory was given back; False otherwise (nothing to give,
         not tuned, or not glibc).
     """
-    if not (_tuned or force):
+    if not _tuned:
         return False
     malloc_trim = _libc_function("malloc_trim")
     return bool(malloc_trim is not None and malloc_trim(0))
