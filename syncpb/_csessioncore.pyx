@@ -13,7 +13,8 @@ in the session classes, reached through ``self``. Two things only this
 twin does: it reads and writes plain sockets from their descriptors
 (:mod:`syncpb._csockio`; the pure twin calls the socket's methods), and
 it calls the compiled broker core through its C interface
-(``_cbrokercore.pxd``).
+(``_cbrokercore.pxd``), and the sessions' locks are
+:class:`syncpb._clock.Lock`, taken and let go as C calls (``_clock.pxd``).
 
 Keep the two in step: a change to one is a change to both.
 """
@@ -27,6 +28,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EAGAIN, EINTR, errno
 
 from ._cbrokercore cimport BrokerCore
+from ._clock cimport attempt, give, take
 from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
                         c_send, reads_plain, sendalls_plain, sends_plain)
 
@@ -142,8 +144,8 @@ cdef class SessionCore:
         cdef bint ready = False
         cdef BrokerCore broker
         violation = None
-        lock = self._lock  # (acquire/release: cheaper than "with" from C)
-        lock.acquire()
+        lock = self._lock  # (take/give: C calls, cheaper than "with")
+        take(lock)
         try:
             broker = self.broker
             events = broker.receive_c(data) if data is not None else broker.receive_buffered()
@@ -163,7 +165,7 @@ cdef class SessionCore:
                 elif kind is Ready:
                     ready = True
         finally:
-            lock.release()
+            give(lock)
         if self._queue:
             self._flush()
         if ready and not self.ready.called:
@@ -217,8 +219,8 @@ cdef class ThreadedCore(SessionCore):
         cdef bint direct
         cdef BrokerCore broker
         send_mutex = self._send_mutex
-        lock = self._lock  # (acquire/release: cheaper than "with" from C)
-        lock.acquire()
+        lock = self._lock  # (take/give: C calls, cheaper than "with")
+        take(lock)
         try:
             if self.closed:
                 raise DeadReferenceError(STALE_REFERENCE)
@@ -229,11 +231,11 @@ cdef class ThreadedCore(SessionCore):
             # Nothing queued ahead and nobody writing (the usual case): write
             # the call from here. Taking the send lock before letting go of
             # the broker lock keeps messages in the order they were encoded.
-            direct = not self._queue and send_mutex.acquire(False)
+            direct = not self._queue and attempt(send_mutex)
             if not direct:
                 self._queue.extend(pieces)
         finally:
-            lock.release()
+            give(lock)
         if direct:
             try:
                 if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
@@ -248,7 +250,7 @@ cdef class ThreadedCore(SessionCore):
             except OSError as exc:
                 self._lost(f"write failed: {exc}", exc)
             finally:
-                send_mutex.release()
+                give(send_mutex)
             if self._queue:  # queued by a finalizer while we wrote
                 self._flush()
         else:
@@ -257,16 +259,16 @@ cdef class ThreadedCore(SessionCore):
             before_blocking()
         deadline = None if timeout is None else _monotonic() + timeout
         state = self._state
-        state.acquire()
+        take(state)
         if self._leader is None:  # nobody reads: lead at once (the usual case)
             self._leader, self._leader_thread = slot, _get_ident()
-            state.release()
+            give(state)
             try:
                 self._lead(slot, deadline)
             finally:
                 self._resign()
         else:
-            state.release()
+            give(state)
         if not slot.done:
             self._wait(slot, deadline)
         elif slot.ok:  # the usual case, written out
@@ -301,8 +303,8 @@ cdef class ThreadedCore(SessionCore):
         return True
 
     cpdef _resign(self):
-        state = self._state  # (acquire/release: cheaper than "with" from C)
-        state.acquire()
+        state = self._state  # (take/give: C calls, cheaper than "with")
+        take(state)
         try:
             self._leader = self._leader_thread = None
             self._released_at = _monotonic()
@@ -314,7 +316,7 @@ cdef class ThreadedCore(SessionCore):
                 except RuntimeError:
                     pass
         finally:
-            state.release()
+            give(state)
 
     cpdef _lead(self, _Follower me, deadline, bint interruptible=False):
         """Read until ``me`` is done. A blocking call's answer comes over the
@@ -656,14 +658,14 @@ cdef class GreenCore(SessionCore):
                     result.addCallbacks(self._answer_later(call), self._fail_later(call))
                     continue
                 if call.answer_required:
-                    lock.acquire()  # (cheaper than "with" from C)
+                    take(lock)  # (a C call, cheaper than "with")
                     try:
                         if self._lost_done:
                             return
                         broker.answer_c(call.request_id, result, call.perspective)
                         queue.extend(broker.pieces_c())
                     finally:
-                        lock.release()
+                        give(lock)
                 if self._reader is not me:  # the call waited: another greenlet reads now
                     self._flush()
         finally:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .sessioncore import ThreadedCore as ThreadedCore
     from .sessioncore import GreenCore as GreenCore
     from .sessioncore import _Follower as _Follower
+    _allocate_lock: Callable[[], Any] = real("_thread", "allocate_lock")
 else:
     # The sessions' state and hot paths: compiled (syncpb/_csessioncore.pyx)
     # when built, else the reference, syncpb/sessioncore.py.
@@ -64,6 +65,10 @@ else:
     # The blocking proxy methods sessions hand to RemoteReference: the
     # compiled twin when built, else reference.py's own.
     _blocking_method = getattr(_core, "blocking_method", None) or _reference_blocking_method
+    # The sessions' locks: with the compiled core, syncpb._clock's (the same
+    # OS lock, taken and let go by C calls from that core); else the standard one.
+    _clock = None if _core is sessioncore else speedups.load("_clock")
+    _allocate_lock = real("_thread", "allocate_lock") if _clock is None else _clock.allocate_lock
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 
@@ -73,7 +78,6 @@ log = logging.getLogger("syncpb")
 RECV_SIZE = 64 * 1024
 
 
-_allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
 
 
