@@ -35,6 +35,7 @@ cdef class BrokerCore:
     cdef list receive_c(self, data)
     cdef object _handle_c(self, bytes buf, Py_ssize_t pos, list events)
     cdef int _answer(self, reader, Py_ssize_t count, list events) except -1
+    cdef int _message_c(self, reader, Py_ssize_t count, list events, bint cache) except -1
     cdef object call_c(self, oid, str name, args, kwargs, bint answer_required, perspective,
                        bint cache)
     cdef int answer_c(self, request_id, value, perspective) except -1

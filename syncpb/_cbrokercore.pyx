@@ -17,6 +17,10 @@ errors, references, caches, messages in pieces) stays in Python, in
 Keep the two in step: a change to one is a change to both.
 """
 
+from ._creader cimport (reader_imported, reader_jelly, reader_pos, reader_raw,
+                        reader_raw_fields, reader_restart, reader_seek)
+from ._cwriter cimport (writer_clear_large, writer_int_token, writer_write_items,
+                        writer_wrote_large)
 from .cache import RemoteCache
 from .errors import Error, InsecureJelly, NoSuchMethod, ProtocolError
 from .events import AnswerReceived, CallReceived
@@ -110,15 +114,15 @@ cdef class BrokerCore:
         if self._state != _READY:
             return self._handshake(buf, pos, events)
         reader = self._reader
-        reader.restart(buf, pos, self.security, self._long_strings)
+        reader_restart(reader, buf, pos, self.security, self._long_strings)
         if buf.startswith(self._answer_head, pos):
-            reader.pos = pos + len(self._answer_head)
+            reader_seek(reader, pos + len(self._answer_head))
             self._answer(reader, 2, events)
-            return reader.pos
+            return reader_pos(reader)
         if buf.startswith(self._message_head, pos):
-            reader.pos = pos + len(self._message_head)
-            self._on_message(reader, 6, events)
-            return reader.pos
+            reader_seek(reader, pos + len(self._message_head))
+            self._message_c(reader, 6, events, False)
+            return reader_pos(reader)
         count = reader.list_header()
         if count < 1:
             raise ProtocolError("empty top-level message")
@@ -139,15 +143,15 @@ cdef class BrokerCore:
         cdef set waiting
         if count != 2:
             self._fields(reader, count, 2, "answer")
-        request_id = reader.raw()
+        request_id = reader_raw(reader)
         waiting = self._waiting
         if type(request_id) is not int or request_id not in waiting:
             self._check_waiting(request_id)
         try:
-            value = reader.jelly()
+            value = reader_jelly(reader)
         except (InsecureJelly, JellyError) as exc:
             self._undecodable(request_id, exc, events)
-        if reader.imported:
+        if reader_imported(reader):
             self._commit(reader)
         waiting.discard(request_id)
         events.append(_answer_received(request_id, value))
@@ -171,9 +175,9 @@ cdef class BrokerCore:
         body = []
         if self._pending_exports:
             self._pending_exports = []
-        writer.wrote_large = False
+        writer_clear_large(writer)
         try:
-            writer.write_items(b"tuple", args, body)
+            writer_write_items(writer, b"tuple", args, body)
             if kwargs:
                 writer.write(dict(kwargs), body)
             else:
@@ -188,15 +192,15 @@ cdef class BrokerCore:
         key = (oid, name)
         target = self._call_targets.get(key)
         if target is None:
-            target = ((writer.int_token(oid) if type(oid) is int else writer.word(oid))
+            target = ((writer_int_token(writer, oid) if type(oid) is int else writer.word(oid))
                       + writer.word(name.encode("utf-8")))
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[key] = target
         parts = [self._cachemessage_head if cache else self._message_head,
-                 writer.int_token(request_id), target,
+                 writer_int_token(writer, request_id), target,
                  b"\x01\x81" if answer_required else b"\x00\x81"]
-        if len(body) <= 8 and not writer.wrote_large:  # small: one piece, joined once
+        if len(body) <= 8 and not writer_wrote_large(writer):  # small: one piece, joined once
             parts.extend(body)
             self._out.append(b"".join(parts))
         else:
@@ -218,23 +222,28 @@ cdef class BrokerCore:
             self._send_decrefs()
         kind = type(value)
         if kind is int and 0 <= value < 2097152:
-            int_token = self._writer.int_token
-            self._out.append(self._answer_head + int_token(request_id) + int_token(value))
+            writer = self._writer
+            self._out.append(self._answer_head + writer_int_token(writer, request_id)
+                             + writer_int_token(writer, value))
             return 0
         if value is None or kind is bool or kind is float:
             writer = self._writer
             out = []
             writer.value(value, out)
-            self._out.append(self._answer_head + writer.int_token(request_id) + out[0])
+            self._out.append(self._answer_head + writer_int_token(writer, request_id) + out[0])
             return 0
         self._answer_slow(request_id, value, perspective)
         return 0
 
     def _on_message(self, reader, Py_ssize_t count, list events, cache=False):
+        self._message_c(reader, count, events, cache)
+
+    cdef int _message_c(self, reader, Py_ssize_t count, list events, bint cache) except -1:
+        # _on_message's body, called directly by _handle (no method lookup)
         cdef bint callable_name, answer_required
         if count != 6:
             self._fields(reader, count, 6, "cachemessage" if cache else "message")
-        request_id, oid, name, required = reader.raw_fields(4)
+        request_id, oid, name, required = reader_raw_fields(reader, 4)
         if type(request_id) is not int:
             raise ProtocolError(f"request id {request_id!r} is not an integer")
         method_name = self._names.get(name) if type(name) is bytes else None
@@ -253,22 +262,22 @@ cdef class BrokerCore:
             what = "Cache" if cache else "Object"
             self._reply_error(request_id, answer_required, Error(f"Invalid {what} ID"))
             self._violation(f"message to unknown {what.lower()} id {oid!r}", events)
-            return
+            return 0
         try:
-            args = reader.jelly()
-            kwargs = reader.jelly()
+            args = reader_jelly(reader)
+            kwargs = reader_jelly(reader)
         except InsecureJelly as exc:
             self._rest_of(reader)
             self._commit(reader)
             self._reply_error(request_id, answer_required, exc)
             self._violation(f"refused type in arguments: {exc}", events)
-            return
-        if reader.imported:
+            return 0
+        if reader_imported(reader):
             self._commit(reader)
         if type(args) is not tuple and type(args) is not list or type(kwargs) is not dict:
             self._reply_error(request_id, answer_required,
                               TypeError("arguments must be a tuple and a dictionary"))
-            return
+            return 0
         if kwargs:
             try:
                 kwargs = {(k.decode("utf-8") if type(k) is bytes else k): v
@@ -278,12 +287,12 @@ cdef class BrokerCore:
             if kwargs is None or not all(type(k) is str for k in kwargs):
                 self._reply_error(request_id, answer_required,
                                   TypeError("keyword argument names must be text"))
-                return
+                return 0
         if not callable_name:
             self._reply_error(request_id, answer_required, NoSuchMethod(
                 f"refused method name {method_name!r}: only identifiers without '__' "
                 f"are callable"))
-            return
+            return 0
         if isinstance(target, Referenceable):
             method, perspective = target.remote_method(method_name), target.pb_perspective
         elif isinstance(target, RemoteCache):
@@ -295,13 +304,14 @@ cdef class BrokerCore:
                       else getattr(target, "remote_prefix", "remote_"))
             self._reply_error(request_id, answer_required,
                               NoSuchMethod(f"No such method: {prefix}{method_name}"))
-            return
+            return 0
         limit = self._max_incoming
         if limit is not None and self._incoming >= limit:
             self._refuse_call(request_id, answer_required, limit)
-            return
+            return 0
         if answer_required:
             self._incoming += 1
         events.append(_call_received(request_id, method,
                                      args if type(args) is tuple else tuple(args), kwargs,
                                      answer_required, perspective))
+        return 0

@@ -153,6 +153,13 @@ cdef const char* PAIR_UNICODE_HEAD = _PAIR_UNICODE_HEAD
 
 cdef frozenset _VOCAB_CONTAINER_HEADS = frozenset({b"list", b"tuple", b"dictionary"})
 
+
+cdef inline bint _has_container_heads(types) except -1:
+    """``_VOCAB_CONTAINER_HEADS <= types``; for a set, three lookups (cheaper)."""
+    if type(types) is set or type(types) is frozenset:
+        return b"list" in types and b"tuple" in types and b"dictionary" in types
+    return _VOCAB_CONTAINER_HEADS <= types
+
 #: list head -> handler code (every head the pure reader has a handler for)
 cdef dict _CODES = {
     b"unicode": H_UNICODE, b"None": H_NONE, b"boolean": H_BOOLEAN, b"list": H_LIST,
@@ -298,7 +305,7 @@ cdef class Reader:
         self._hbig = None
         # The inline fast path reads strings of up to 127 bytes unchecked.
         self._fast_unicode = b"unicode" in security.types and self._size_limit >= 127
-        self._fast_heads = self.vocab and _VOCAB_CONTAINER_HEADS <= security.types
+        self._fast_heads = self.vocab and _has_container_heads(security.types)
 
     cdef int _set_buf(self, object buf) except -1:
         cdef bytes data = buf if isinstance(buf, bytes) else bytes(buf)
@@ -355,12 +362,15 @@ cdef class Reader:
 
     def restart(self, buf: bytes, pos: int, security, long_strings) -> None:
         """Reuse this reader for the next message (as if newly made for it)."""
+        self._restart(buf, pos, security, long_strings)
+
+    cdef int _restart(self, object buf, Py_ssize_t pos, object security,
+                      object long_strings) except -1:
         self._set_buf(buf)
         self.security = security
-        cdef Py_ssize_t at = pos
-        if at < 0:
+        if pos < 0:
             raise ValueError("pos must not be negative")
-        self._pos = self.start = at
+        self._pos = self.start = pos
         self.depth = 0
         self.context = None
         if self.imported:
@@ -369,7 +379,8 @@ cdef class Reader:
         self._claim = None
         types = security.types  # the allow-list may have changed since
         self._fast_unicode = b"unicode" in types and self._size_limit >= 127
-        self._fast_heads = self.vocab and _VOCAB_CONTAINER_HEADS <= types
+        self._fast_heads = self.vocab and _has_container_heads(types)
+        return 0
 
     # -- tokens
 
@@ -537,6 +548,9 @@ cdef class Reader:
 
     def raw_fields(self, Py_ssize_t count) -> list:
         """Read ``count`` plain values (a message's protocol fields) in one call."""
+        return self._raw_fields(count)
+
+    cdef list _raw_fields(self, Py_ssize_t count):
         cdef list fields = []
         cdef const unsigned char* p
         cdef Py_ssize_t n, pos, end, i
@@ -607,6 +621,9 @@ cdef class Reader:
                 refuses to build (an unhashable set member, a year 10**9).
             InsecureJelly: a form the allow-list refuses.
         """
+        return self._jelly()
+
+    cdef object _jelly(self):
         pending = None
         try:
             value = self._value()
@@ -1094,3 +1111,55 @@ cdef class Reader:
         if pending is None:
             pending = self._pending[number] = _Pending()
         return pending
+
+
+# -- The C interface (_creader.pxd): what the compiled broker core calls on
+# its reader, as C calls instead of Python method calls when it is this
+# Reader (else, a pure one that tests put in, through its methods).
+
+cdef int reader_restart(reader, bytes buf, Py_ssize_t pos, security,
+                        long_strings) except -1:
+    if type(reader) is Reader:
+        return (<Reader>reader)._restart(buf, pos, security, long_strings)
+    reader.restart(buf, pos, security, long_strings)
+    return 0
+
+
+cdef Py_ssize_t reader_pos(reader) except -1:
+    if type(reader) is Reader:
+        return (<Reader>reader)._pos
+    return reader.pos
+
+
+cdef int reader_seek(reader, Py_ssize_t pos) except -1:
+    if type(reader) is Reader:
+        if pos < 0:
+            raise ValueError("pos must not be negative")
+        (<Reader>reader)._pos = pos
+    else:
+        reader.pos = pos
+    return 0
+
+
+cdef object reader_raw(reader):
+    if type(reader) is Reader:
+        return (<Reader>reader)._raw()
+    return reader.raw()
+
+
+cdef list reader_raw_fields(reader, Py_ssize_t count):
+    if type(reader) is Reader:
+        return (<Reader>reader)._raw_fields(count)
+    return reader.raw_fields(count)
+
+
+cdef object reader_jelly(reader):
+    if type(reader) is Reader:
+        return (<Reader>reader)._jelly()
+    return reader.jelly()
+
+
+cdef object reader_imported(reader):
+    if type(reader) is Reader:
+        return (<Reader>reader).imported
+    return reader.imported

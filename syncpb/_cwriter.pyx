@@ -335,6 +335,9 @@ cdef class Writer:
     def write_items(self, head, items, out):
         """Append a fresh serialisation of a container no item can refer to
         (call arguments): no reference slot is reserved for the container."""
+        self._write_items(head, items, out)
+
+    cdef int _write_items(self, head, items, out) except -1:
         if self._count:
             self._forget_shared()
         self._next_ref = 0
@@ -357,6 +360,7 @@ cdef class Writer:
             self._leave(previous)
             if self._count:
                 self._forget_shared()
+        return 0
 
     def word(self, word):
         """Token of a bare protocol string in this dialect."""
@@ -379,6 +383,9 @@ cdef class Writer:
 
     def int_token(self, n):
         """Token of a bare integer."""
+        return self._int_token(n)
+
+    cdef object _int_token(self, n):
         cdef char token[MAX_INT_TOKEN]
         cdef int overflow = 0
         cdef long long value
@@ -933,3 +940,34 @@ cdef class Writer:
             old = self._out[piece]
             self._out[piece] = b"".join((old[:place], header, old[place:]))
         return ref
+
+
+# -- The C interface (_cwriter.pxd): what the compiled broker core calls on
+# its writer, as C calls instead of Python method calls when it is this
+# Writer (else, a pure one that tests put in, through its methods).
+
+cdef int writer_write_items(writer, head, items, out) except -1:
+    if type(writer) is Writer:
+        return (<Writer>writer)._write_items(head, items, out)
+    writer.write_items(head, items, out)
+    return 0
+
+
+cdef object writer_int_token(writer, n):
+    if type(writer) is Writer:
+        return (<Writer>writer)._int_token(n)
+    return writer.int_token(n)
+
+
+cdef bint writer_wrote_large(writer) except -1:
+    if type(writer) is Writer:
+        return (<Writer>writer).wrote_large
+    return writer.wrote_large
+
+
+cdef int writer_clear_large(writer) except -1:
+    if type(writer) is Writer:
+        (<Writer>writer).wrote_large = False
+    else:
+        writer.wrote_large = False
+    return 0
