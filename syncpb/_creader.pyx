@@ -86,7 +86,7 @@ from .banana import LONG_STRING as _PY_LONG_STRING
 from .banana import VOCAB_INDEX, VOCABULARY
 from . import banana as _banana
 from .errors import BananaError, InsecureJelly, ProtocolError
-from .jellybase import Incomplete, JellyError
+from .jellybase import BASIC_TYPES, Incomplete, JellyError
 from .jellyreader import Reader as _PyReader
 
 __all__ = ["Reader"]
@@ -154,10 +154,28 @@ cdef const char* PAIR_UNICODE_HEAD = _PAIR_UNICODE_HEAD
 cdef frozenset _VOCAB_CONTAINER_HEADS = frozenset({b"list", b"tuple", b"dictionary"})
 
 
+
+
+def _canonical(bytes word) -> bytes:
+    """The allow-list's own object for ``word`` (BASIC_TYPES's): a set that
+    holds it (every default allow-list) finds it by identity, without
+    comparing bytes."""
+    for item in BASIC_TYPES:
+        if item == word:
+            return item
+    return word
+
+
+cdef bytes _W_LIST = _canonical(b"list")
+cdef bytes _W_TUPLE = _canonical(b"tuple")
+cdef bytes _W_DICTIONARY = _canonical(b"dictionary")
+cdef bytes _W_UNICODE = _canonical(b"unicode")
+
+
 cdef inline bint _has_container_heads(types) except -1:
     """``_VOCAB_CONTAINER_HEADS <= types``; for a set, three lookups (cheaper)."""
     if type(types) is set or type(types) is frozenset:
-        return b"list" in types and b"tuple" in types and b"dictionary" in types
+        return _W_LIST in types and _W_TUPLE in types and _W_DICTIONARY in types
     return _VOCAB_CONTAINER_HEADS <= types
 
 #: list head -> handler code (every head the pure reader has a handler for)
@@ -304,7 +322,7 @@ cdef class Reader:
         self._claim = None
         self._hbig = None
         # The inline fast path reads strings of up to 127 bytes unchecked.
-        self._fast_unicode = b"unicode" in security.types and self._size_limit >= 127
+        self._fast_unicode = _W_UNICODE in security.types and self._size_limit >= 127
         self._fast_heads = self.vocab and _has_container_heads(security.types)
 
     cdef int _set_buf(self, object buf) except -1:
@@ -378,7 +396,7 @@ cdef class Reader:
         self.long_strings = long_strings
         self._claim = None
         types = security.types  # the allow-list may have changed since
-        self._fast_unicode = b"unicode" in types and self._size_limit >= 127
+        self._fast_unicode = _W_UNICODE in types and self._size_limit >= 127
         self._fast_heads = self.vocab and _has_container_heads(types)
         return 0
 

@@ -25,6 +25,7 @@ import sys
 import time
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_GenericGetAttr
 from libc.errno cimport EAGAIN, EINTR, errno
 
 from ._cbrokercore cimport BrokerCore
@@ -35,7 +36,7 @@ from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
 from .events import AnswerReceived, CallReceived, ErrorReceived, ProtocolViolation, Ready
-from .dispatch import _local as _dispatch_local
+from .dispatch import _working as _dispatch_working_object
 from .dispatch import before_blocking
 from .failure import Failure
 from .incoming import is_blocking
@@ -50,6 +51,7 @@ _allocate_lock = real("_thread", "allocate_lock")
 _get_ident = real("_thread", "get_ident")
 _monotonic = time.monotonic
 _modules = sys.modules
+cdef dict _dispatch_working = _dispatch_working_object
 # as in sessioncore.py
 YIELD_MISSES = 4
 YIELD_PROBE = 64
@@ -64,11 +66,12 @@ def blocking_method(str name):
     when this module is built."""
 
     def blocking_call(self, *args, **kwargs):
-        session = self._pb_session
+        # (the reference's slots read without its class's __getattr__ hook)
+        session = PyObject_GenericGetAttr(self, "_pb_session")
         if session.closed:
             raise DeadReferenceError(STALE_REFERENCE)
-        return session.call_blocking(self._pb_record.oid, name, args, kwargs,
-                                     session.call_timeout)
+        return _call_blocking(session, PyObject_GenericGetAttr(self, "_pb_record").oid, name,
+                              args, kwargs, session.call_timeout)
 
     blocking_call.__name__ = blocking_call.__qualname__ = name
     return blocking_call
@@ -213,6 +216,10 @@ cdef class ThreadedCore(SessionCore):
             the remote exception, CallTimeout, ConnectionLost,
             DeadReferenceError, or the local error of an unsendable argument.
         """
+        return self._call_blocking_c(oid, name, args, kwargs, timeout)
+
+    cdef object _call_blocking_c(self, oid, name, args, kwargs, timeout):
+        # call_blocking's body, which blocking methods call directly
         if "gevent._hub_local" in _modules and cooperative_hub() is not None:
             return self._call_blocking_green(oid, name, args, kwargs, timeout)
         cdef _Follower slot = _Follower()
@@ -255,7 +262,7 @@ cdef class ThreadedCore(SessionCore):
                 self._flush()
         else:
             self._flush()
-        if _dispatch_local.current is not None:  # (before_blocking(), its usual case written out)
+        if _dispatch_working:  # (before_blocking(), its usual case written out)
             before_blocking()
         deadline = None if timeout is None else _monotonic() + timeout
         state = self._state
@@ -399,6 +406,23 @@ cdef class ThreadedCore(SessionCore):
             except Exception as exc:
                 self._internal_error(exc)
                 return
+
+
+# The types whose call_blocking is ThreadedCore's (a blocking method calls
+# its body as C) or not (it calls the method), by type, learnt once each.
+cdef dict _direct_types = {}
+
+
+cdef object _call_blocking(session, oid, name, args, kwargs, timeout):
+    """``session.call_blocking(...)``: a C call when that is ThreadedCore's."""
+    kind = type(session)
+    direct = _direct_types.get(kind)
+    if direct is None:
+        owner = next((base for base in kind.__mro__ if "call_blocking" in base.__dict__), None)
+        direct = _direct_types[kind] = owner is ThreadedCore
+    if direct:
+        return (<ThreadedCore>session)._call_blocking_c(oid, name, args, kwargs, timeout)
+    return session.call_blocking(oid, name, args, kwargs, timeout)
 
 
 cdef class GreenCore(SessionCore):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Callable, Deque, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from .waiting import real
 
@@ -38,13 +38,13 @@ _allocate_lock = real("_thread", "allocate_lock")
 _start_new_thread = real("_thread", "start_new_thread")
 
 
-class _Current(real("_thread", "_local")):  # type: ignore[misc]
-    """The dispatcher and worker running on this thread, if any."""
+_get_ident = real("_thread", "get_ident")
 
-    current: Optional[Tuple["OrderedDispatcher", "_Worker"]] = None  # a class default: no lookup miss
-
-
-_local = _Current()
+#: The dispatcher and worker running a job, by the ident of the OS thread
+#: that runs it (set and cleared by that thread only: each is one dict
+#: operation, atomic under the GIL). Empty, as in any process that runs no
+#: dispatched call now, it makes :func:`before_blocking` a length check.
+_working: Dict[int, Tuple["OrderedDispatcher", "_Worker"]] = {}
 
 
 class _Signal:
@@ -166,13 +166,14 @@ class OrderedDispatcher:
                 job = self._next_job(worker)
                 if job is None:
                     return
-                _local.current = (self, worker)
+                ident = _get_ident()
+                _working[ident] = (self, worker)
                 try:
                     job()
                 except BaseException:  # a job must never kill its worker
                     log.exception("unexpected error in a dispatched call")
                 finally:
-                    _local.current = None
+                    _working.pop(ident, None)
         finally:
             worker.alive.release()
 
@@ -196,7 +197,9 @@ class OrderedDispatcher:
 
 def before_blocking() -> None:
     """Call before a blocking wait: an active dispatch worker hands its queue over."""
-    current = _local.current
+    if not _working:
+        return
+    current = _working.get(_get_ident())
     if current is not None:
         dispatcher, worker = current
         dispatcher._step_down(worker)
