@@ -17,6 +17,8 @@ errors, references, caches, messages in pieces) stays in Python, in
 Keep the two in step: a change to one is a change to both.
 """
 
+from cpython.object cimport PyObject, PyTypeObject
+
 from ._creader cimport (reader_imported, reader_jelly, reader_pos, reader_raw,
                         reader_raw_fields, reader_restart, reader_seek)
 from ._cwriter cimport (writer_clear_large, writer_int_token, writer_write_items,
@@ -34,11 +36,17 @@ cdef int _DEAD = 3
 
 # The two events of every call, made without running their dataclass
 # __init__ (a Python frame each): the same objects, fields set directly.
-_new_object = object.__new__
+# They are made as ``object.__new__(cls)`` makes them, by the class's own
+# tp_new (object's), called in C instead of through a Python call.
+cdef PyObject* _no_args = <PyObject*>()
+
+
+cdef inline object _new_event(type cls):
+    return (<PyTypeObject*>cls).tp_new(cls, _no_args, NULL)
 
 
 cdef inline object _answer_received(request_id, value):
-    event = _new_object(AnswerReceived)
+    event = _new_event(AnswerReceived)
     event.request_id = request_id
     event.value = value
     return event
@@ -46,7 +54,7 @@ cdef inline object _answer_received(request_id, value):
 
 cdef inline object _call_received(request_id, method, args, kwargs, answer_required,
                                   perspective):
-    event = _new_object(CallReceived)
+    event = _new_event(CallReceived)
     event.request_id = request_id
     event.method = method
     event.args = args

@@ -12,9 +12,13 @@ its context hooks (``jelly``, ``write``, ``write_items``, ``value``,
 ``word``, ``int_token``, ``list_header``, ``begin_shared``, ``shared``,
 ``cache_form``, ``copy_form``). What differs is how the bytes are made:
 
-* Tokens go into one growable buffer, a bytes object this writer owns and
-  grows in place until it becomes a piece of the caller's list (shrunk to
-  its length, no copy). A message of small values is therefore one piece,
+* Tokens go into one growable buffer until it becomes a piece of the
+  caller's list. It starts in a scratch area of ``FIRST_BUFFER`` bytes the
+  writer keeps (a piece that fits is copied out into a bytes object of
+  its exact size: one small allocation per message); a piece that
+  outgrows it moves into a bytes object this writer owns and grows in
+  place, then shrinks to its length, uncopied, when it becomes the piece.
+  A message of small values is therefore one piece,
   where the pure writer makes one piece per token. A string payload of at
   least ``_LARGE_PIECE`` bytes is still a piece of its own (a ``bytes``
   value is appended as the very object, never copied; a long ``str`` as
@@ -239,7 +243,8 @@ cdef class Writer:
 
     # the buffer: a bytes object of _cap bytes, _len of them written
     cdef object _out  # the caller's list being written to, None between calls
-    cdef PyObject *_piece
+    cdef PyObject *_piece  # the bytes object _buf is in, or NULL (the scratch area, or none)
+    cdef char *_scratch  # FIRST_BUFFER bytes, made at the first write
     cdef char *_buf
     cdef Py_ssize_t _len
     cdef Py_ssize_t _cap
@@ -292,6 +297,8 @@ cdef class Writer:
         PyMem_Free(self._table)
         Py_XDECREF(self._piece)
         self._piece = NULL
+        PyMem_Free(self._scratch)
+        self._scratch = NULL
 
     # -- entry points
 
@@ -490,7 +497,11 @@ cdef class Writer:
         self._cap = 0
         self._inserted = 0
         self._len = 0
-        if _PyBytes_Resize(&piece, size) < 0:
+        if piece is NULL:  # in the scratch area: copied out
+            fresh = PyBytes_FromStringAndSize(self._scratch, size)
+            Py_INCREF(fresh)
+            piece = <PyObject *>fresh
+        elif _PyBytes_Resize(&piece, size) < 0:
             return -1  # MemoryError is set
         try:
             if type(self._out) is list:
@@ -507,10 +518,20 @@ cdef class Writer:
             size = FIRST_BUFFER
         if size < self._len + more:
             size = self._len + more
-        if self._piece is NULL:
+        if self._piece is NULL and size <= FIRST_BUFFER:  # (empty: the scratch area)
+            if self._scratch is NULL:
+                self._scratch = <char *>PyMem_Malloc(FIRST_BUFFER)
+                if self._scratch is NULL:
+                    raise MemoryError()
+            self._buf = self._scratch
+            self._cap = FIRST_BUFFER
+            return 0
+        if self._piece is NULL:  # (from the scratch area, or empty: a bytes object)
             fresh = PyBytes_FromStringAndSize(NULL, size)
             Py_INCREF(fresh)
             self._piece = <PyObject *>fresh
+            if self._len:
+                memcpy(PyBytes_AS_STRING(fresh), self._buf, self._len)
         elif _PyBytes_Resize(&self._piece, size) < 0:  # it was freed: start afresh
             self._buf = NULL
             self._cap = self._len = self._inserted = 0
