@@ -31,7 +31,7 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from ._cbrokercore cimport BrokerCore
 from ._clock cimport attempt, give, take
 from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
-                        c_send, reads_plain, sendalls_plain, sends_plain)
+                        c_send, reads_plain, sendalls_plain, sends_plain, timeout_of)
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
@@ -248,7 +248,7 @@ cdef class ThreadedCore(SessionCore):
                 if len(pieces) == 1 and self._raw_sock is None:  # _write() written out
                     data, sock = pieces[0], self.sock
                     if (type(data) is bytes and sendalls_plain(sock)
-                            and sock.gettimeout() is None):
+                            and timeout_of(sock) is None):
                         _send_all(sock, data)
                     else:
                         sock.sendall(data)
@@ -291,7 +291,7 @@ cdef class ThreadedCore(SessionCore):
         ended (it is torn down)."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if reads_plain(sock) and sock.gettimeout() is None:
+        if reads_plain(sock) and timeout_of(sock) is None:
             recv_into = _DirectRecv(sock, True)
         else:
             recv_into = sock.recv_into
@@ -334,7 +334,7 @@ cdef class ThreadedCore(SessionCore):
         cdef bint polls = deadline is not None or interruptible
         fill_flags = _DONTWAIT if polls else 0  # (without polling, a read waits)
         cdef bint direct = (reads_into and reads_plain(sock)
-                            and sock.gettimeout() is None)
+                            and timeout_of(sock) is None)
         cdef char* buf = NULL
         cdef Py_ssize_t size = 0
         view = area = None
@@ -500,7 +500,7 @@ cdef class GreenCore(SessionCore):
             return False
         data = queue[0]
         if (type(data) is not bytes or not sends_plain(raw)
-                or raw.gettimeout() != 0.0):
+                or timeout_of(raw) != 0.0):
             return False
         size = PyBytes_GET_SIZE(data)
         count = c_send(raw.fileno(), PyBytes_AS_STRING(data), size, 0)
@@ -564,7 +564,7 @@ cdef class GreenCore(SessionCore):
         :meth:`_look_again` does."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if reads_plain(raw) and raw.gettimeout() == 0.0:
+        if reads_plain(raw) and timeout_of(raw) == 0.0:
             recv_into = _DirectRecv(raw, False)
         else:
             recv_into = raw.recv_into
@@ -609,7 +609,7 @@ cdef class GreenCore(SessionCore):
         recv_into = raw.recv_into if raw is not None else None
         view, area = read_buffer()  # this hub's thread's
         cdef bint direct = (raw is not None and reads_plain(raw)
-                            and raw.gettimeout() == 0.0)
+                            and timeout_of(raw) == 0.0)
         cdef char* buf = _address(area) if direct else NULL
         cdef Py_ssize_t size = len(area)
         while not self._lost_done and self._reader is me:

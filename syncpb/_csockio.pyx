@@ -26,6 +26,7 @@ import os
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.object cimport Py_TYPE, PyTypeObject
 from libc.errno cimport EAGAIN, EINTR, errno
 
 import _socket
@@ -35,24 +36,48 @@ cdef object _plain_sendall = _socket.socket.sendall
 cdef object _plain_send = _socket.socket.send
 
 
-cdef inline bint _plain(sock, method, plain) except -1:
+# The last answer of each check below, for one type: the type, its version
+# tag when asked (CPython gives a type a new tag, never reused, whenever it
+# or a base changes, and 0 while it has none), and the answer. A check of a
+# socket of that type, unchanged since, is two compares.
+cdef struct _Seen:
+    PyTypeObject* kind
+    unsigned int version
+    bint answer
+
+cdef _Seen _seen[3]
+
+
+cdef inline bint _plain(sock, int which, str method, plain) except -1:
     """True when ``sock``'s ``method`` is the standard library socket's (``plain``)."""
-    return getattr(type(sock), method, None) is plain
+    cdef PyTypeObject* kind = Py_TYPE(sock)
+    cdef _Seen* seen = &_seen[which]
+    if seen.version != 0 and kind == seen.kind and kind.tp_version_tag == seen.version:
+        return seen.answer
+    answer = getattr(type(sock), method, None) is plain
+    seen.kind, seen.version, seen.answer = kind, kind.tp_version_tag, answer
+    return answer
 
 
 cdef bint reads_plain(sock) except -1:
     """``sock.recv_into`` is the standard library socket's."""
-    return _plain(sock, "recv_into", _plain_recv_into)
+    return _plain(sock, 0, "recv_into", _plain_recv_into)
 
 
 cdef bint sends_plain(sock) except -1:
     """``sock.send`` is the standard library socket's."""
-    return _plain(sock, "send", _plain_send)
+    return _plain(sock, 1, "send", _plain_send)
 
 
 cdef bint sendalls_plain(sock) except -1:
     """``sock.sendall`` is the standard library socket's."""
-    return _plain(sock, "sendall", _plain_sendall)
+    return _plain(sock, 2, "sendall", _plain_sendall)
+
+
+cdef object timeout_of(sock):
+    """``sock.gettimeout()`` of a plain socket (its ``timeout`` attribute:
+    the same value, without a method call)."""
+    return sock.timeout
 
 
 cdef object _os_error(int code):

@@ -9,6 +9,7 @@ compiled core, then with SYNCPB_PURE=1 (the Makefile's TWIN_TESTS).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -125,3 +126,34 @@ def test_both_cores_give_the_same_results_end_to_end(server_factory: Any) -> Non
     assert any(line.startswith("fail RemoteError") for line in pure)
     assert any(line.startswith("nosuch NoSuchMethod") for line in pure)
     assert "closed DeadReferenceError" in pure
+
+
+def test_a_socket_class_changed_after_use_has_its_own_methods_called(
+        server_factory: Any) -> None:
+    """The compiled core remembers which socket classes are the standard
+    library's (it then reads and writes their descriptors); a class changed
+    since is looked at again, so methods put on it are called."""
+    class Counting(socket.socket):
+        __slots__ = ()
+
+    _, address = server_factory(Calc())
+    conn = syncpb.connect(address, timeout=30)
+    try:
+        conn._session.sock.__class__ = Counting
+        assert conn.root.add(1, 2) == 3  # (a standard socket still)
+        seen: list = []
+
+        def recv_into(self: Any, *args: Any) -> int:
+            seen.append("recv_into")
+            return socket.socket.recv_into(self, *args)
+
+        def sendall(self: Any, *args: Any) -> None:
+            seen.append("sendall")
+            socket.socket.sendall(self, *args)
+
+        Counting.recv_into = recv_into  # type: ignore[method-assign]
+        Counting.sendall = sendall  # type: ignore[method-assign]
+        assert conn.root.add(2, 3) == 5
+        assert "recv_into" in seen and "sendall" in seen
+    finally:
+        conn.close()
