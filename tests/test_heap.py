@@ -23,12 +23,20 @@ COMPILED = importlib.util.find_spec("syncpb._heap") is not None
 # Make and drop two 256 KiB objects per round, in the order a 256 KiB echo
 # does (the message read, the string decoded from it): freed together at
 # the heap's top, they are given back to the kernel and faulted in again.
+# The untuned ("plain") run sets glibc's default mmap threshold (128 KiB)
+# explicitly: glibc raises it by itself once a large block is freed, and
+# whether the blocks are then given back each round depends on what else
+# lies at the heap's top after start-up (a fresh clone's build gave 0
+# faults where another gave 48,000), so the baseline would not be one.
 CHURN = """
 import json, resource, sys
 if sys.argv[1] == "tune-ctypes":
     sys.modules["syncpb._heap"] = None  # as where the extension was not built
 import syncpb
 tuned = syncpb.tune_malloc() if sys.argv[1] != "plain" else None
+if sys.argv[1] == "plain":  # glibc's default mmap threshold, 128 KiB, set explicitly
+    import ctypes
+    ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # (M_MMAP_THRESHOLD)
 def rounds(n):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(n):
