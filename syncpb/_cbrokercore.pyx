@@ -17,7 +17,9 @@ errors, references, caches, messages in pieces) stays in Python, in
 Keep the two in step: a change to one is a change to both.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.object cimport PyObject, PyTypeObject
+from libc.string cimport memcpy
 
 from ._creader cimport (reader_imported, reader_jelly, reader_pos, reader_raw,
                         reader_raw_fields, reader_restart, reader_seek)
@@ -62,6 +64,37 @@ cdef inline object _call_received(request_id, method, args, kwargs, answer_requi
     event.answer_required = answer_required
     event.perspective = perspective
     return event
+
+
+cdef inline char* _copy(char* at, bytes piece) noexcept:
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(piece)
+    memcpy(at, PyBytes_AS_STRING(piece), size)
+    return at + size
+
+
+cdef bytes _message_bytes(head, token, target, flag, list body):
+    """``b"".join([head, token, target, flag, *body])``, copied into one bytes
+    object at once when all are bytes (the usual case; else by join)."""
+    cdef Py_ssize_t total
+    cdef char* at
+    if not (type(head) is bytes and type(token) is bytes and type(target) is bytes
+            and type(flag) is bytes):
+        return b"".join([head, token, target, flag] + body)
+    total = (PyBytes_GET_SIZE(head) + PyBytes_GET_SIZE(token) + PyBytes_GET_SIZE(target)
+             + PyBytes_GET_SIZE(flag))
+    for piece in body:
+        if type(piece) is not bytes:
+            return b"".join([head, token, target, flag] + body)
+        total += PyBytes_GET_SIZE(piece)
+    result = PyBytes_FromStringAndSize(NULL, total)
+    at = PyBytes_AS_STRING(result)
+    at = _copy(at, head)
+    at = _copy(at, token)
+    at = _copy(at, target)
+    at = _copy(at, flag)
+    for piece in body:
+        at = _copy(at, piece)
+    return result
 
 
 cdef class BrokerCore:
@@ -173,7 +206,6 @@ cdef class BrokerCore:
                        bint cache):
         cdef list body
         cdef bytes target
-        cdef list parts
         if self._state != _READY:
             raise ProtocolError("connection is not ready for calls")
         if self.released:
@@ -205,14 +237,13 @@ cdef class BrokerCore:
             if len(self._call_targets) >= 1024:
                 self._call_targets.clear()
             self._call_targets[key] = target
-        parts = [self._cachemessage_head if cache else self._message_head,
-                 writer_int_token(writer, request_id), target,
-                 b"\x01\x81" if answer_required else b"\x00\x81"]
+        head = self._cachemessage_head if cache else self._message_head
+        token = writer_int_token(writer, request_id)
+        flag = b"\x01\x81" if answer_required else b"\x00\x81"
         if len(body) <= 8 and not writer_wrote_large(writer):  # small: one piece, joined once
-            parts.extend(body)
-            self._out.append(b"".join(parts))
+            self._out.append(_message_bytes(head, token, target, flag, body))
         else:
-            self._out.append(b"".join(parts))
+            self._out.append(b"".join([head, token, target, flag]))
             self._out.extend(body)
         if answer_required:
             self._waiting.add(request_id)

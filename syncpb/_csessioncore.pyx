@@ -27,6 +27,7 @@ import time
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject_GenericGetAttr
 from libc.errno cimport EAGAIN, EINTR, errno
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._cbrokercore cimport BrokerCore
 from ._clock cimport attempt, give, take
@@ -52,6 +53,18 @@ _get_ident = real("_thread", "get_ident")
 _monotonic = time.monotonic
 _modules = sys.modules
 cdef dict _dispatch_working = _dispatch_working_object
+
+
+cdef extern from "pythread.h":
+    # what the real _thread.get_ident() returns, without the call
+    unsigned long PyThread_get_thread_ident() nogil
+
+
+cdef inline double _now() noexcept:
+    """``time.monotonic()`` (the same clock, read in C)."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec + now.tv_nsec * 1e-9
 # as in sessioncore.py
 YIELD_MISSES = 4
 YIELD_PROBE = 64
@@ -205,7 +218,7 @@ cdef class ThreadedCore(SessionCore):
     # address and size, and the thread's ident. The reference keeps it alive
     # should the thread end first.
     cdef object _area
-    cdef object _area_thread
+    cdef unsigned long _area_thread  # (0: none yet)
     cdef char* _area_address
     cdef Py_ssize_t _area_size
 
@@ -222,7 +235,7 @@ cdef class ThreadedCore(SessionCore):
         # call_blocking's body, which blocking methods call directly
         if "gevent._hub_local" in _modules and cooperative_hub() is not None:
             return self._call_blocking_green(oid, name, args, kwargs, timeout)
-        cdef _Follower slot = _Follower()
+        cdef _Follower slot = _Follower.__new__(_Follower)
         cdef bint direct
         cdef BrokerCore broker
         send_mutex = self._send_mutex
@@ -268,7 +281,7 @@ cdef class ThreadedCore(SessionCore):
         state = self._state
         take(state)
         if self._leader is None:  # nobody reads: lead at once (the usual case)
-            self._leader, self._leader_thread = slot, _get_ident()
+            self._leader, self._leader_thread = slot, PyThread_get_thread_ident()
             give(state)
             try:
                 self._lead(slot, deadline)
@@ -314,7 +327,7 @@ cdef class ThreadedCore(SessionCore):
         take(state)
         try:
             self._leader = self._leader_thread = None
-            self._released_at = _monotonic()
+            self._released_at = _now()
             if self._followers:
                 self._wake_next_locked()
             elif self._green_waiting:
@@ -336,11 +349,12 @@ cdef class ThreadedCore(SessionCore):
         cdef bint direct = (reads_into and reads_plain(sock)
                             and timeout_of(sock) is None)
         cdef char* buf = NULL
+        cdef unsigned long ident
         cdef Py_ssize_t size = 0
         view = area = None
         if direct:
-            ident = _get_ident()
-            if self._area_thread != ident:
+            ident = PyThread_get_thread_ident()
+            if self._area is None or self._area_thread != ident:
                 view, area = read_buffer()
                 self._area, self._area_thread = area, ident
                 self._area_address, self._area_size = _address(area), len(area)
