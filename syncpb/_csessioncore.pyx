@@ -153,9 +153,13 @@ cdef class SessionCore:
     cdef public bint _lost_done
     cdef public object _send_mutex
 
-    cpdef feed(self, data):
+    def feed(self, data):
         """Process received bytes (None: the message :meth:`_read_rest`
         completed): resolve answers, dispatch calls."""
+        self._feed_c(data)
+
+    cdef int _feed_c(self, data) except -1:
+        # feed's body: the compiled core calls it directly (no virtual lookup)
         cdef list answers = []
         cdef bint ready = False
         cdef BrokerCore broker
@@ -199,6 +203,7 @@ cdef class SessionCore:
         if violation is not None:
             log.warning("closing PB connection %s: %s", self.name, violation.error)
             self._lost(f"protocol violation: {violation.error}", violation.error)
+        return 0
 
 
 cdef class ThreadedCore(SessionCore):
@@ -284,9 +289,9 @@ cdef class ThreadedCore(SessionCore):
             self._leader, self._leader_thread = slot, PyThread_get_thread_ident()
             give(state)
             try:
-                self._lead(slot, deadline)
+                self._lead_c(slot, deadline, False)
             finally:
-                self._resign()
+                self._resign_c()
         else:
             give(state)
         if not slot.done:
@@ -322,7 +327,11 @@ cdef class ThreadedCore(SessionCore):
             return None
         return True
 
-    cpdef _resign(self):
+    def _resign(self):
+        self._resign_c()
+
+    cdef int _resign_c(self) except -1:
+        # _resign's body: the compiled core calls it directly (no virtual lookup)
         state = self._state  # (take/give: C calls, cheaper than "with")
         take(state)
         try:
@@ -337,8 +346,12 @@ cdef class ThreadedCore(SessionCore):
                     pass
         finally:
             give(state)
+        return 0
 
-    cpdef _lead(self, _Follower me, deadline, bint interruptible=False):
+    def _lead(self, _Follower me, deadline, bint interruptible=False):
+        self._lead_c(me, deadline, interruptible)
+
+    cdef int _lead_c(self, _Follower me, deadline, bint interruptible) except -1:
         """Read until ``me`` is done. A blocking call's answer comes over the
         socket, so it just reads (in recv); a call with a ``deadline`` or an
         ``interruptible`` waiter (a Deferred settled by anything, which
@@ -365,25 +378,25 @@ cdef class ThreadedCore(SessionCore):
             if polls:
                 remaining = None if deadline is None else deadline - _monotonic()
                 if remaining is not None and remaining <= 0:
-                    return
+                    return 0
                 wake = self._wake_r if interruptible and self._wake_fds else None
                 try:
                     fd = sock.fileno()
                     ready = poll_readable([fd] if wake is None else [fd, wake], remaining)
                 except (OSError, ValueError):  # closed under us: the loop sees it
-                    return
+                    return 0
                 if wake is not None and wake in ready:
                     try:
                         os.read(wake, 64)
                     except OSError:
-                        return
+                        return 0
                     continue
                 if not ready:
-                    return
+                    return 0
             if broker.assemble and reads_into:  # messages come in pieces here
                 done = self._read_rest(sock, fill_flags)
                 if done is None:
-                    return
+                    return 0
                 if not done:
                     continue  # (the loop waits for more)
                 data = None  # the message is in the broker's buffer
@@ -392,12 +405,12 @@ cdef class ThreadedCore(SessionCore):
                     data = _recv_now(sock, buf, size, True)
                 except OSError as exc:
                     self._lost(f"read failed: {exc}", exc)
-                    return
+                    return 0
                 if data is None:
                     continue
                 if not data:
                     self._lost("closed by peer", None)
-                    return
+                    return 0
             elif reads_into:  # the hot loop of a blocking call: _recv() written out
                 try:
                     data = view[:sock.recv_into(area)].tobytes()
@@ -405,21 +418,22 @@ cdef class ThreadedCore(SessionCore):
                     continue
                 except OSError as exc:
                     self._lost(f"read failed: {exc}", exc)
-                    return
+                    return 0
                 if not data:
                     self._lost("closed by peer", None)
-                    return
+                    return 0
             else:
                 data = self._recv(sock)
                 if data is None:
-                    return
+                    return 0
                 if not data:
                     continue
             try:
-                self.feed(data)
+                self._feed_c(data)
             except Exception as exc:
                 self._internal_error(exc)
-                return
+                return 0
+        return 0
 
 
 # The types whose call_blocking is ThreadedCore's (a blocking method calls
@@ -660,7 +674,7 @@ cdef class GreenCore(SessionCore):
             watched[me] = self
             try:
                 if data is None or data:
-                    self.feed(data)
+                    self._feed_c(data)
                     if self.track_messages:
                         self._note_message()
                 if self._calls:
