@@ -15,7 +15,7 @@ run to run). It prints one line per side and peer, so two trees compare
 side by side:
 
     python benchmarks/instructions.py [--peers syncpb,raw] [--workload W1]
-        [--calls 2000] [--syncpb-path TREE]
+        [--calls 2000] [--segment BYTES] [--syncpb-path TREE]
 
 Each run takes about 15 s (valgrind runs its side some 50x slower). The
 figures are instructions (callgrind's ``Ir``), not time: a process that
@@ -33,6 +33,8 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run import SEGMENT_BOOT  # noqa: E402  (the same boot as run.py's W2 in segments)
 PEER = os.path.join(HERE, "peer.py")
 COLLECTED = re.compile(rb"Collected : (\d+)")
 
@@ -42,14 +44,18 @@ def pin() -> None:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
-def total(side: str, peer: str, workload: str, calls: int, env: dict) -> int:
-    """The instructions ``side`` executed over a run of ``calls`` calls."""
+def total(side: str, peer: str, workload: str, calls: int, env: dict, segment: int = 0) -> int:
+    """The instructions ``side`` executed over a run of ``calls`` calls
+    (with ``segment``, syncpb's reads capped at that many bytes, as
+    ``run.py``'s W2 in segments)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = os.path.join(tmp, "valgrind.txt")
         valgrind = ["valgrind", "--tool=callgrind", f"--log-file={report}",
                     f"--callgrind-out-file={os.path.join(tmp, 'callgrind.out')}"]
-        server_cmd = [sys.executable, PEER, "server", peer, "--lifetime", "600"]
-        client_cmd = [sys.executable, PEER, "client", peer, workload, "ADDR",
+        script = [sys.executable, PEER] if not segment else [
+            sys.executable, "-c", SEGMENT_BOOT, str(segment), PEER]
+        server_cmd = script + ["server", peer, "--lifetime", "600"]
+        client_cmd = script + ["client", peer, workload, "ADDR",
                       "--seconds", "600", "--max-count", str(calls), "--warmup", "0",
                       "--warmup-max", "1", "--timeout", "120", "--lifetime", "600"]
         if side == "server":
@@ -83,18 +89,21 @@ def main() -> None:
     ap.add_argument("--peers", default="syncpb,raw")
     ap.add_argument("--workload", default="W1")
     ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--segment", type=int, default=0, metavar="BYTES",
+                    help="cap every read of syncpb's processes at BYTES (run.py's W2s: 1460)")
     ap.add_argument("--syncpb-path", default=None,
                     help="a tree to import syncpb from (its benchmarks/peers too)")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONHASHSEED="0")
     if args.syncpb_path:
         env["PYTHONPATH"] = os.path.abspath(args.syncpb_path)
+    split = f", every read capped at {args.segment:,} bytes" if args.segment else ""
     print(f"instructions per {args.workload} call (callgrind Ir; runs of {args.calls:,} and "
-          f"{3 * args.calls:,} calls)")
+          f"{3 * args.calls:,} calls{split})")
     for peer in args.peers.split(","):
         for side in ("client", "server"):
-            low = total(side, peer, args.workload, args.calls, env)
-            high = total(side, peer, args.workload, 3 * args.calls, env)
+            low = total(side, peer, args.workload, args.calls, env, args.segment)
+            high = total(side, peer, args.workload, 3 * args.calls, env, args.segment)
             print(f"{peer:8s} {side:6s} {(high - low) / (2 * args.calls):10,.0f}", flush=True)
 
 
