@@ -32,7 +32,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from ._cbrokercore cimport BrokerCore
 from ._clock cimport attempt, give, take
 from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
-                        c_send, reads_plain, sendalls_plain, sends_plain, timeout_of)
+                        c_send, fd_of, reads_plain, sendalls_plain, sends_plain,
+                        timeout_of)
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
@@ -531,7 +532,7 @@ cdef class GreenCore(SessionCore):
                 or timeout_of(raw) != 0.0):
             return False
         size = PyBytes_GET_SIZE(data)
-        count = c_send(raw.fileno(), PyBytes_AS_STRING(data), size, 0)
+        count = c_send(fd_of(raw), PyBytes_AS_STRING(data), size, 0)
         if count == size:
             del queue[0]
             return True

@@ -14,6 +14,7 @@ cdef bint reads_plain(sock) except -1
 cdef bint sends_plain(sock) except -1
 cdef bint sendalls_plain(sock) except -1
 cdef object timeout_of(sock)
+cdef int fd_of(sock) except? -2
 cdef object _os_error(int code)
 cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait)
 cdef char* _address(area) except NULL

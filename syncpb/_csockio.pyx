@@ -16,6 +16,10 @@ held until the system call (or the GIL let go for it, as the socket
 module does), so a socket closed from another thread reads as closed
 (-1: EBADF) instead of reaching a descriptor reused since.
 
+The descriptor itself is read from the socket object (:func:`fd_of`: the
+field ``fileno()`` returns, checked at import against ``fileno()``), which
+saves a method call per read and write.
+
 There is no pure-Python twin: the pure sessions' core calls the socket's
 methods, which is what this does without their overhead. The C interface
 is declared in _csockio.pxd.
@@ -80,6 +84,50 @@ cdef object timeout_of(sock):
     return sock.timeout
 
 
+# A standard socket's descriptor, read from its object: CPython's socket
+# object holds it as the first field after the object header (an int on
+# POSIX; -1 once closed, as fileno() returns). The layout is checked once,
+# at import, against fileno() on a real socket, open and closed; where it
+# does not hold, or for an object that is not a _socket.socket, fd_of()
+# calls fileno().
+cdef extern from *:
+    """
+    typedef struct { PyObject_HEAD int sock_fd; } syncpb_socket_head;
+    #define SYNCPB_SOCKET_FD(o) (((syncpb_socket_head *)(o))->sock_fd)
+    """
+    int SYNCPB_SOCKET_FD(object o)
+
+cdef type _socket_type = _socket.socket
+
+
+cdef bint _fd_field_holds():
+    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    try:
+        held = SYNCPB_SOCKET_FD(probe) == probe.fileno() and probe.fileno() >= 0
+    finally:
+        probe.close()
+    return held and SYNCPB_SOCKET_FD(probe) == probe.fileno() == -1
+
+
+cdef bint _fd_field = _fd_field_holds()
+
+
+#: True when fd_of() reads the descriptor from the object (the layout held).
+FD_FIELD = _fd_field
+
+
+cdef int fd_of(sock) except? -2:
+    """``sock.fileno()``, read from the object for a standard socket."""
+    if _fd_field and isinstance(sock, _socket_type):
+        return SYNCPB_SOCKET_FD(sock)
+    return sock.fileno()
+
+
+def fileno_of(sock) -> int:
+    """:func:`fd_of` for tests (the same answer as ``sock.fileno()``)."""
+    return fd_of(sock)
+
+
 cdef object _os_error(int code):
     return OSError(code, os.strerror(code))
 
@@ -92,7 +140,7 @@ cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait):
     cdef Py_ssize_t count
     cdef int fd, code
     while True:
-        fd = sock.fileno()
+        fd = fd_of(sock)
         if wait:
             with nogil:
                 count = c_recv(fd, buf, size, 0)
@@ -141,7 +189,7 @@ cdef class _DirectRecv:
                 raise ValueError("buffer too small for requested bytes")
             size = nbytes if nbytes else view.len
             while True:
-                fd = self.sock.fileno()
+                fd = fd_of(self.sock)
                 if self.wait and not flags & MSG_DONTWAIT:
                     with nogil:
                         count = c_recv(fd, view.buf, size, flags)
@@ -164,7 +212,7 @@ cdef int _send_all(sock, bytes data) except -1:
     cdef Py_ssize_t left = PyBytes_GET_SIZE(data), count
     cdef int fd, code
     while left > 0:
-        fd = sock.fileno()
+        fd = fd_of(sock)
         with nogil:
             count = c_send(fd, start, left, 0)
         if count < 0:

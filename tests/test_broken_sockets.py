@@ -168,3 +168,28 @@ def test_an_answer_written_after_a_reset_ends_only_its_connection(server_factory
         root.go.set()
         assert root.lost.wait(WAIT)
         assert_serving(address, before)
+
+
+# ------------------------------------------------------- the descriptor itself
+
+def test_the_compiled_core_reads_a_socket_s_descriptor_as_fileno_gives_it():
+    """The compiled core reads a standard socket's descriptor from the
+    object (a method call less per read and write); it must be what
+    fileno() says, open, closed (-1) and for sockets of every family, and
+    anything that is not a standard socket is asked through fileno()."""
+    sockio = syncpb.speedups.load("_csockio")
+    if sockio is None:
+        pytest.skip("the compiled sessions' core is not in use (pure twin)")
+    assert sockio.FD_FIELD is True  # (CPython's layout held when it was checked)
+    pairs = [socket.socketpair(), socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)]
+    listener = socket.create_server(("127.0.0.1", 0))
+    for sock in [s for pair in pairs for s in pair] + [listener]:
+        assert sockio.fileno_of(sock) == sock.fileno() >= 0
+        sock.close()
+        assert sockio.fileno_of(sock) == sock.fileno() == -1
+
+    class Asked:
+        def fileno(self) -> int:
+            return 1234
+
+    assert sockio.fileno_of(Asked()) == 1234
