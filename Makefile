@@ -83,7 +83,7 @@ TWIN_TESTS = tests/test_banana.py tests/test_properties.py tests/test_properties
 	tests/test_brokercore.py tests/test_portal.py tests/test_viewable.py tests/test_green_yield.py \
 	tests/test_sessioncore.py tests/test_broken_sockets.py tests/test_e2e_threads.py tests/test_threaded_waiting.py \
 	tests/test_call_timeout.py tests/test_call_cancel_e2e.py tests/test_waiting.py \
-	tests/test_gevent_boundary.py tests/test_clock.py
+	tests/test_gevent_boundary.py tests/test_session_lock.py
 
 # After the main pass, the other three (pure twins, pure TLS records, TLS
 # through the wrapped socket) are independent of each other and mostly wait

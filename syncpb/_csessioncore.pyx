@@ -14,7 +14,7 @@ twin does: it reads and writes plain sockets from their descriptors
 (:mod:`syncpb._csockio`; the pure twin calls the socket's methods), and
 it calls the compiled broker core through its C interface
 (``_cbrokercore.pxd``), and the sessions' locks are
-:class:`syncpb._clock.Lock`, taken and let go as C calls (``_clock.pxd``).
+:class:`syncpb._csockio.Lock`, taken and let go as C calls (``_csockio.pxd``).
 
 Keep the two in step: a change to one is a change to both.
 """
@@ -30,10 +30,9 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._cbrokercore cimport BrokerCore
-from ._clock cimport attempt, give, take
 from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
-                        c_send, fd_of, reads_plain, sendalls_plain, sends_plain,
-                        timeout_of)
+                        attempt, c_send, fd_of, give, reads_plain, sendalls_plain, sends_plain,
+                        take, timeout_of)
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError

@@ -65,10 +65,10 @@ else:
     # The blocking proxy methods sessions hand to RemoteReference: the
     # compiled twin when built, else reference.py's own.
     _blocking_method = getattr(_core, "blocking_method", None) or _reference_blocking_method
-    # The sessions' locks: with the compiled core, syncpb._clock's (the same
+    # The sessions' locks: with the compiled core, syncpb._csockio's (the same
     # OS lock, taken and let go by C calls from that core); else the standard one.
-    _clock = None if _core is sessioncore else speedups.load("_clock")
-    _allocate_lock = real("_thread", "allocate_lock") if _clock is None else _clock.allocate_lock
+    _sockio = None if _core is sessioncore else speedups.load("_csockio")
+    _allocate_lock = real("_thread", "allocate_lock") if _sockio is None else _sockio.allocate_lock
 
 __all__ = ["Session", "real", "BLOCKING_ATTRIBUTE", "MARKS", "is_blocking"]
 

@@ -4,8 +4,8 @@ pure-Python modules they mirror (layer L0).
 
 Every compiled module has a pure-Python twin that is the reference: the
 same inputs give the same values, bytes and errors, and the test suite
-runs against both (``_csockio`` and ``_clock`` mirror the standard
-library instead: a socket's methods, ``_thread``'s lock). :func:`load` hands out the compiled one unless
+runs against both (``_csockio`` mirrors the standard library instead: a
+socket's methods, ``_thread``'s lock). :func:`load` hands out the compiled one unless
 ``SYNCPB_PURE=1`` is set or it was not built (no compiler or no Cython at
 install time); the first miss logs one line saying so, and syncpb runs in
 pure Python.
@@ -56,7 +56,7 @@ def load(name: str) -> Optional[ModuleType]:
 #: the compiled modules (the codec, the broker core, the sessions core), each mirroring
 #: a pure-Python one
 CODEC_MODULES: Tuple[str, ...] = ("_cframer", "_creader", "_cwriter", "_cbrokercore",
-                                  "_csockio", "_clock", "_csessioncore")
+                                  "_csockio", "_csessioncore")
 
 
 def codec_compiled() -> bool:

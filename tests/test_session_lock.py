@@ -1,4 +1,4 @@
-"""syncpb._clock.Lock, the sessions' lock under the compiled core, behaves
+"""syncpb._csockio.Lock, the sessions' lock under the compiled core, behaves
 as the standard library's lock: every check runs against both.
 
 The signal checks wait on a held lock in the main thread while another
@@ -19,16 +19,16 @@ import pytest
 
 from syncpb import session, speedups
 
-CLOCK = speedups.load("_clock")
+SOCKIO = speedups.load("_csockio")
 FACTORIES = {"standard": _thread.allocate_lock,
-             "clock": CLOCK.allocate_lock if CLOCK is not None else None}
+             "compiled": SOCKIO.allocate_lock if SOCKIO is not None else None}
 
 
 @pytest.fixture(params=sorted(FACTORIES))
 def make(request: Any) -> Callable[[], Any]:
     factory = FACTORIES[request.param]
     if factory is None:
-        pytest.skip("syncpb._clock is not built (or SYNCPB_PURE=1)")
+        pytest.skip("syncpb._csockio is not built (or SYNCPB_PURE=1)")
     return factory
 
 
@@ -42,11 +42,11 @@ def send_to_main(signum: int) -> None:
     signal.pthread_kill(main, signum)
 
 
-def test_the_sessions_use_the_clock_lock_with_the_compiled_core() -> None:
+def test_the_sessions_use_the_compiled_lock_with_the_compiled_core() -> None:
     compiled = speedups.load("_csessioncore") is not None and not speedups.pure_forced()
     lock = session._allocate_lock()
     if compiled:
-        assert CLOCK is not None and type(lock) is CLOCK.Lock
+        assert SOCKIO is not None and type(lock) is SOCKIO.Lock
     else:
         assert type(lock) is _thread.LockType
 
