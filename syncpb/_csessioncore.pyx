@@ -30,9 +30,9 @@ from libc.errno cimport EAGAIN, EINTR, errno
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._cbrokercore cimport BrokerCore
-from ._csockio cimport (EWOULDBLOCK, _DirectRecv, _address, _os_error, _recv_now, _send_all,
-                        attempt, c_send, fd_of, give, reads_plain, sendalls_plain, sends_plain,
-                        take, timeout_of)
+from ._csockio cimport (EWOULDBLOCK, _address, _os_error, _recv_now, _send_all, attempt,
+                        c_send, fd_of, fill_direct, give, reads_plain, sendalls_plain,
+                        sends_plain, take, timeout_of)
 
 from .deferred import Deferred
 from .errors import STALE_REFERENCE, DeadReferenceError
@@ -309,14 +309,16 @@ cdef class ThreadedCore(SessionCore):
         ended (it is torn down)."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if reads_plain(sock) and timeout_of(sock) is None:
-            recv_into = _DirectRecv(sock, True)
-        else:
-            recv_into = sock.recv_into
+        cdef bint direct = reads_plain(sock) and timeout_of(sock) is None
+        recv_into = None if direct else sock.recv_into
         try:
-            done = assembly.fill(recv_into, size, flags, _DONTWAIT)
-            while done is None and not flags:  # all read is framed now: the next read waits
-                done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+            while True:  # (once, unless all read is framed and the next read waits)
+                if direct:  # assembly.fill with its loop in C, reading the descriptor
+                    done = fill_direct(assembly, sock, size, flags, _DONTWAIT, True)
+                else:
+                    done = assembly.fill(recv_into, size, flags, _DONTWAIT)
+                if done is not None or flags:
+                    break
         except OSError as exc:
             self._lost(f"read failed: {exc}", exc)
             return None
@@ -592,14 +594,15 @@ cdef class GreenCore(SessionCore):
         :meth:`_look_again` does."""
         assembly = self.broker.message_buffer()
         size = transport.READ_SIZE
-        if reads_plain(raw) and timeout_of(raw) == 0.0:
-            recv_into = _DirectRecv(raw, False)
-        else:
-            recv_into = raw.recv_into
+        cdef bint direct = reads_plain(raw) and timeout_of(raw) == 0.0
+        recv_into = None if direct else raw.recv_into
         cdef bint yielded = False
         while True:
             try:
-                done = assembly.fill(recv_into, size, 0, 0)
+                if direct:  # assembly.fill with its loop in C, reading the descriptor
+                    done = fill_direct(assembly, raw, size, 0, 0, False)
+                else:
+                    done = assembly.fill(recv_into, size, 0, 0)
             except OSError as exc:
                 self._lost(f"read failed: {exc}", exc)
                 return False

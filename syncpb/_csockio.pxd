@@ -21,11 +21,7 @@ cdef object _os_error(int code)
 cdef object _recv_now(sock, char* buf, Py_ssize_t size, bint wait)
 cdef char* _address(area) except NULL
 cdef int _send_all(sock, bytes data) except -1
-
-
-cdef class _DirectRecv:
-    cdef object sock
-    cdef bint wait
+cdef object fill_direct(assembly, sock, Py_ssize_t size, int flags, int nowait, bint wait)
 
 
 cdef class Lock:

@@ -65,6 +65,8 @@ from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 import _socket
 
+from . import assembly as _assembly
+
 cdef object _plain_recv_into = _socket.socket.recv_into
 cdef object _plain_sendall = _socket.socket.sendall
 cdef object _plain_send = _socket.socket.send
@@ -198,41 +200,89 @@ cdef char* _address(area) except NULL:
     return address
 
 
-cdef class _DirectRecv:
-    """A plain socket's ``recv_into``, read straight from its descriptor:
-    what the compiled core hands :meth:`~syncpb.assembly.Assembly.fill`.
-    The same arguments, results and errors (a non-blocking read that finds
-    nothing raises BlockingIOError). With ``wait`` (a blocking socket), a
-    read that may wait lets the GIL go."""
-
-    def __cinit__(self, sock, bint wait):
-        self.sock = sock
-        self.wait = wait
-
-    def __call__(self, buffer, Py_ssize_t nbytes=0, int flags=0):
-        cdef Py_buffer view
-        cdef Py_ssize_t count, size
-        cdef int fd, code
-        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
-        try:
-            if nbytes < 0 or nbytes > view.len:
-                raise ValueError("buffer too small for requested bytes")
-            size = nbytes if nbytes else view.len
+cdef object fill_direct(assembly, sock, Py_ssize_t size, int flags, int nowait, bint wait):
+    """``assembly.fill(sock.recv_into, size, flags, nowait)`` for a plain
+    socket (``wait``: a blocking one, whose reads that may wait let the GIL
+    go): the same reads, results, errors and state (the twin of
+    :meth:`syncpb.assembly.Assembly.fill`, line for line), with its loop in
+    C, reading the descriptor. A message that arrives in pieces is read a
+    piece at a time; this saves the Python steps of each piece (a view
+    sliced, a call made, its arguments parsed), which cost about as much as
+    the read itself."""
+    cdef Py_ssize_t least, room, count, filled, framed, reads = 0, whole
+    cdef int fd, code, how
+    cdef Py_buffer buffer
+    cdef char* base
+    if assembly.full:
+        return True
+    whole, least = _assembly.SIZE, _assembly.MIN_READ
+    if least > size:
+        least = size
+    if assembly._view is None:
+        assembly._take_spare()
+    PyObject_GetBuffer(assembly._view, &buffer, PyBUF_WRITABLE)
+    base = <char*>buffer.buf
+    filled, framed = assembly.filled, assembly._framed
+    try:
+        while True:
+            room = whole - filled
+            if room < least:  # full: the message goes on as chunks, or ends here
+                if framed < filled and assembly._frame(framed, filled):
+                    return True
+                framed = filled
+                assembly.full = True
+                return True
+            if room > size:
+                room = size
+            if framed < filled and nowait:
+                how = nowait
+            elif flags and framed == filled:
+                how = flags
+            else:
+                how = 0
             while True:
-                fd = fd_of(self.sock)
-                if self.wait and not flags & MSG_DONTWAIT:
+                fd = fd_of(sock)
+                if wait and not how & MSG_DONTWAIT:
                     with nogil:
-                        count = c_recv(fd, view.buf, size, flags)
+                        count = c_recv(fd, base + filled, room, how)
                 else:
-                    count = c_recv(fd, view.buf, size, flags)
+                    count = c_recv(fd, base + filled, room, how)
                 if count >= 0:
-                    return count
+                    break
                 code = errno
-                if code != EINTR:
-                    raise _os_error(code)  # (EAGAIN: BlockingIOError)
-                PyErr_CheckSignals()
-        finally:
-            PyBuffer_Release(&view)
+                if code == EINTR:
+                    PyErr_CheckSignals()
+                    continue
+                if code != EAGAIN and code != EWOULDBLOCK:
+                    raise _os_error(code)
+                # (BlockingIOError, as fill sees it)
+                if not filled:  # nothing yet: no buffer is held while waiting
+                    PyBuffer_Release(&buffer)
+                    base = NULL
+                    assembly._give_back()
+                    return None
+                if framed < filled and (assembly.guess or assembly._frame(framed, filled)):
+                    return True
+                framed = filled
+                return None
+            filled += count
+            reads += 1
+            if count < room:  # short: the socket may be empty (or at its end)
+                if framed < filled and (assembly.guess or assembly._frame(framed, filled)):
+                    return True  # (at the end of the stream, the next read says so)
+                framed = filled
+                if not count:
+                    return False
+    finally:
+        if base is not NULL:
+            PyBuffer_Release(&buffer)
+        assembly.filled, assembly._framed = filled, framed
+        assembly.pieces += reads
+
+
+def fill_for_tests(assembly, sock, Py_ssize_t size, int flags, int nowait, bint wait):
+    """:func:`fill_direct` for tests (compared with ``Assembly.fill``)."""
+    return fill_direct(assembly, sock, size, flags, nowait, wait)
 
 
 cdef int _send_all(sock, bytes data) except -1:

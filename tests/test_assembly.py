@@ -588,3 +588,130 @@ def test_a_server_that_closes_mid_answer_fails_the_call(small_reads):
                 with pytest.raises(syncpb.ConnectionLost):
                     conn.root.callRemote("anything").result(timeout=WAIT)
         in_new_thread(client)
+
+
+# ------------------------------------------ the compiled fill, on real sockets
+
+def fill_trace(data: bytes, make_broker: Any, seed: int, compiled: bool,
+               mode: str) -> Tuple[List[Any], List[Any], Any]:
+    """Read ``data`` from a real socket as :func:`run_buffered` does, through
+    ``Assembly.fill`` with the socket's ``recv_into`` or through the
+    compiled core's ``fill_direct``. ``mode``: "server" (a non-blocking
+    socket, as gevent's), "client" (a blocking one read with MSG_DONTWAIT)
+    or "waiting" (a blocking one whose reads wait: all is written first).
+    Unless waiting, the writer sends one piece (of a size the seed picks)
+    before each read, so reads find the socket empty mid-message. Returns
+    every fill's outcome with the assembly's state after it, the events
+    and the output."""
+    sockio = syncpb.speedups.load("_csockio")
+    rng = random.Random(seed)
+    reader, writer = socket.socketpair()
+    reader.setblocking(mode != "server")
+    writer.settimeout(WAIT)
+    if mode == "waiting":
+        writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    broker = make_broker()
+    out = broker.data_to_send()
+    events: List[Any] = []
+    trace: List[Any] = []
+    size = rng.choice((1, 5, 64, 1460, 1460, 1 << 20))
+    flags = DONTWAIT if mode == "client" else 0
+    sent = 0
+    try:
+        while True:
+            if sent < len(data):
+                piece = len(data) if mode == "waiting" else rng.choice(
+                    (1, 7, 300, 1460, 5000, 1 << 20))
+                writer.sendall(data[sent:sent + piece])
+                sent += piece
+                if sent >= len(data):
+                    writer.shutdown(socket.SHUT_WR)  # then reads end with b""
+            if broker.assemble:
+                buffer = broker.message_buffer()
+                if compiled:
+                    done = sockio.fill_for_tests(buffer, reader, size, flags, DONTWAIT,
+                                                 mode != "server")
+                else:
+                    done = buffer.fill(reader.recv_into, size, flags, DONTWAIT)
+                trace.append((done, buffer.filled, buffer.unframed, buffer.pieces,
+                              buffer.end, buffer.full, repr(buffer.error)))
+                if done:
+                    events += [picture(e) for e in broker.receive_buffered()]
+                elif done is not None:
+                    break  # the end of the stream
+            else:
+                try:
+                    chunk = reader.recv(rng.choice((1, 3, 20, 300, 1 << 20)), DONTWAIT)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                events += [picture(e) for e in broker.receive_data(chunk)]
+            out += broker.data_to_send()
+    finally:
+        reader.close()
+        writer.close()
+    out += broker.data_to_send()
+    return trace, events, without_counts(banana.Decoder().feed(out))
+
+
+W2_RECORDS = [{"id": i, "name": "n%011d" % i, "score": i * 1.5, "tags": ["ab", "cd", "\u00e9"]}
+              for i in range(100)]
+
+
+def echo_server() -> Broker:
+    return connected_pair(Echo())[0]
+
+
+def calls_in_pieces(rng: random.Random) -> bytes:
+    """W2's 17 KB calls among small ones, a call larger than the buffer,
+    and sometimes a broken one at the end."""
+    parts = []
+    for _ in range(6):
+        parts.append(rng.choice([call_bytes(W2_RECORDS), call_bytes(7), call_bytes(b"x" * 3000)]))
+    parts.insert(rng.randrange(len(parts)), call_bytes([b"r" * 40] * 2000))  # > SIZE
+    if rng.random() < 0.5:
+        parts.append(b"\x05\x80\xff\xff\xff\xff\xff\xff\xff\xff\xff\x81")  # bad prefix
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("mode", ["server", "client", "waiting"])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_fill_reads_as_assembly_fill_does(seed, mode):
+    """The compiled sessions' core fills a plain socket's buffer with its
+    own loop (``fill_direct``): on the same socket traffic it must give the
+    same outcomes, state, events and output as ``Assembly.fill``: W2-sized
+    calls in pieces, the socket found empty mid-message, a call larger
+    than the buffer, a broken one, the end of the stream."""
+    if syncpb.speedups.load("_csockio") is None:
+        pytest.skip("the compiled sessions' core is not in use (pure twin)")
+    data = calls_in_pieces(random.Random(seed))
+    pure = fill_trace(data, echo_server, seed, False, mode)
+    compiled = fill_trace(data, echo_server, seed, True, mode)
+    assert compiled == pure
+    assert pure[0] or mode == "waiting"  # (the buffer was filled; waiting may read all at once)
+
+
+def test_the_compiled_fill_s_comparison_covers_its_cases():
+    """What the comparison above goes through, over its seeds: many fills,
+    sockets found empty mid-message, messages completed, a full buffer."""
+    outcomes = [entry for seed in range(6) for mode in ("server", "client")
+                for entry in fill_trace(calls_in_pieces(random.Random(seed)), echo_server, seed,
+                                        False, mode)[0]]
+    assert len(outcomes) > 20
+    assert {done for done, *_ in outcomes} >= {True, None}
+    assert any(full for *_, full, _ in outcomes)
+
+
+@pytest.mark.parametrize("name,direction", STREAMS[::3])
+def test_the_compiled_fill_reads_recorded_streams_as_assembly_fill_does(name, direction):
+    if syncpb.speedups.load("_csockio") is None:
+        pytest.skip("the compiled sessions' core is not in use (pure twin)")
+    data, _ = stream(name, direction)
+    rng = random.Random(name + direction)
+    for seed, sample in enumerate([data] + [mutate(rng, data) for _ in range(4)]):
+        def make() -> Broker:
+            return new_broker(direction == "s2c")
+        for mode in ("server", "client"):
+            assert (fill_trace(sample, make, seed, True, mode)
+                    == fill_trace(sample, make, seed, False, mode))
