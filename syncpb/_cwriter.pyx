@@ -35,12 +35,16 @@ its context hooks (``jelly``, ``write``, ``write_items``, ``value``,
   occurrence as ``['reference', n, ...]``. Instead of reserving an empty
   piece, each container records where it starts: the index of the piece
   it is in (the buffer becomes piece ``len(out)`` when flushed) and its
-  offset in that piece, not counting reference headers inserted since. A
-  second sighting inserts the header there (a ``memmove`` in the live
-  buffer, a rebuilt piece if it was already flushed); a per-piece list of
-  the headers inserted so far maps an offset to its current place, and
-  two containers starting at the same offset keep their nesting order (the
-  outer one was recorded first).
+  offset in that piece, not counting reference headers. A second sighting
+  only notes the header, under its piece. The headers are put in when
+  their piece leaves the writer, all of a piece's in one pass sorted by
+  offset (two containers starting at the same offset keep their nesting
+  order: the outer one was recorded first): when the buffer is flushed,
+  and, for a header whose piece had already been flushed, when the
+  outermost call returns (the piece is rebuilt once, past the headers it
+  already has). A value with many shared containers (say a list of
+  records and a dict indexing the same records) so costs one copy per
+  piece, not one move of the buffer's tail per header.
 * Nothing outside this class ever sees a half-filled buffer: the buffer is
   flushed to the caller's list before a context hook (``ctx.jelly_object``,
   which may append pieces of its own and call back in) runs, and every
@@ -248,7 +252,6 @@ cdef class Writer:
     cdef char *_buf
     cdef Py_ssize_t _len
     cdef Py_ssize_t _cap
-    cdef Py_ssize_t _inserted  # reference header bytes inserted in the buffer
 
     # reference numbering of one serialisation
     cdef Shared *_shared
@@ -257,7 +260,9 @@ cdef class Writer:
     cdef Py_ssize_t *_table  # index + 1 into _shared, 0 for a free slot
     cdef size_t _mask
     cdef long long _next_ref
-    cdef dict _inserts  # piece index -> [(offset, order, size)] of headers inserted
+    cdef dict _inserts  # piece index -> [(offset, order, header)] not yet put in
+    cdef dict _applied  # piece index -> [(offset, order, size)] of headers put in
+    cdef bint _late  # a header waits for a piece already flushed
 
     def __init__(self, ctx=None, vocab=True, size_limit=_SIZE_LIMIT,
                  prefix_limit=_PREFIX_LIMIT):
@@ -476,6 +481,8 @@ cdef class Writer:
     cdef int _leave(self, object previous) except -1:
         try:
             self._flush()
+            if self._late and previous is None:  # the outermost call returns
+                self._put_late_headers()
         finally:
             self._out = previous
         return 0
@@ -495,7 +502,6 @@ cdef class Writer:
         self._piece = NULL
         self._buf = NULL
         self._cap = 0
-        self._inserted = 0
         self._len = 0
         if piece is NULL:  # in the scratch area: copied out
             fresh = PyBytes_FromStringAndSize(self._scratch, size)
@@ -504,10 +510,13 @@ cdef class Writer:
         elif _PyBytes_Resize(&piece, size) < 0:
             return -1  # MemoryError is set
         try:
+            data = <object>piece
+            if self._inserts:  # reference headers wait for this piece
+                data = self._put_headers(data, self._pieces())
             if type(self._out) is list:
-                PyList_Append(self._out, <object>piece)
+                PyList_Append(self._out, data)
             else:
-                self._out.append(<object>piece)
+                self._out.append(data)
         finally:
             Py_DECREF(<object>piece)
         return 0
@@ -534,7 +543,7 @@ cdef class Writer:
                 memcpy(PyBytes_AS_STRING(fresh), self._buf, self._len)
         elif _PyBytes_Resize(&self._piece, size) < 0:  # it was freed: start afresh
             self._buf = NULL
-            self._cap = self._len = self._inserted = 0
+            self._cap = self._len = 0
             return -1
         self._buf = PyBytes_AS_STRING(<object>self._piece)
         self._cap = size
@@ -844,7 +853,7 @@ cdef class Writer:
         Py_INCREF(obj)
         record.obj = <PyObject *>obj
         record.piece = piece
-        record.offset = self._len - self._inserted
+        record.offset = self._len
         record.ref = 0
         self._count += 1
         i = _hash(<PyObject *>obj) & self._mask
@@ -893,6 +902,8 @@ cdef class Writer:
         cdef PyObject *obj
         self._count = 0
         self._inserts = None
+        self._applied = None
+        self._late = False
         self._shared = NULL
         self._table = NULL
         self._room = 0
@@ -930,37 +941,73 @@ cdef class Writer:
 
     cdef long long _number(self, Py_ssize_t n) except -1:
         """Second sighting of shared value ``n``: give it the next number,
-        wrap its first occurrence in a ``reference`` header, return the
-        number.
+        note a ``reference`` header for its first occurrence (put in when
+        its piece leaves the writer), return the number.
 
         Only C locals are used once Python objects are made (a collection
         may run a destructor that uses this writer and its table)."""
         cdef Py_ssize_t piece = self._shared[n].piece
         cdef Py_ssize_t start = self._shared[n].offset
-        cdef Py_ssize_t place = start, size
         cdef long long ref
         cdef char token[MAX_INT_TOKEN]
         self._next_ref += 1
         ref = self._shared[n].ref = self._next_ref
         header = self._ref + PyBytes_FromStringAndSize(token, self._int_into(token, ref))
-        size = PyBytes_GET_SIZE(header)
-        if self._inserts is None:
-            self._inserts = {}
-        inserted = self._inserts.setdefault(piece, [])
-        for offset, order, length in inserted:  # headers already before it
-            if offset < start or (offset == start and order < n):
-                place += length
-        inserted.append((start, n, size))
-        if piece == self._pieces() and place <= self._len:  # still in the buffer
-            self._room_for(size)
-            memmove(self._buf + place + size, self._buf + place, self._len - place)
-            memcpy(self._buf + place, PyBytes_AS_STRING(header), size)
-            self._len += size
-            self._inserted += size
-        else:
-            old = self._out[piece]
-            self._out[piece] = b"".join((old[:place], header, old[place:]))
+        inserts = self._inserts
+        if inserts is None:
+            inserts = self._inserts = {}
+        waiting = inserts.get(piece)
+        if waiting is None:
+            waiting = inserts[piece] = []
+        waiting.append((start, n, header))
+        if piece < self._pieces():  # already flushed: rebuilt when the call returns
+            self._late = True
         return ref
+
+    cdef object _put_headers(self, object data, Py_ssize_t piece):
+        """Piece ``piece`` (``data``) with the headers waiting for it put in,
+        in one pass past the headers it already has."""
+        inserts, applied = self._inserts, self._applied  # (a destructor may reset them)
+        waiting = inserts.pop(piece, None) if inserts is not None else None
+        if not waiting:
+            return data
+        if applied is None:
+            applied = self._applied = {}
+        done = applied.get(piece)
+        entries = [(offset, order, False, header) for offset, order, header in waiting]
+        if done:
+            entries.extend([(offset, order, True, size) for offset, order, size in done])
+        entries.sort(key=_offset_and_order)
+        parts = []
+        cdef Py_ssize_t at = 0, shift = 0, place, size
+        for offset, order, present, what in entries:
+            place = <Py_ssize_t>offset + shift
+            parts.append(data[at:place])
+            at = place
+            if present:  # already in data: keep it
+                size = what
+                parts.append(data[at:at + size])
+                at += size
+                shift += size
+            else:
+                parts.append(what)
+        parts.append(data[at:])
+        applied[piece] = [(offset, order, len(what) if not present else what)
+                                for offset, order, present, what in entries]
+        return b"".join(parts)
+
+    cdef int _put_late_headers(self) except -1:
+        """Rebuild the flushed pieces that headers wait for."""
+        out = self._out
+        self._late = False
+        if self._inserts:
+            for piece in sorted(self._inserts):  # (a copy of the keys)
+                out[piece] = self._put_headers(out[piece], piece)
+        return 0
+
+
+cdef object _offset_and_order(entry):
+    return (entry[0], entry[1])
 
 
 # -- The C interface (_cwriter.pxd): what the compiled broker core calls on

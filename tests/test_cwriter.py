@@ -174,6 +174,41 @@ def test_out_may_be_any_list_like() -> None:
     assert b"".join(compiled) == b"".join(pure)
 
 
+def _indexed(count: int, blob_between: bool) -> dict:
+    """Records listed once and indexed again by number: every record is a
+    shared container, numbered at its second sighting."""
+    records = [{"n": n, "tags": [n, "t"]} for n in range(count)]
+    value: dict = {"records": records}
+    if blob_between:  # the records' piece is flushed before the index is written
+        value["blob"] = b"b" * LARGE
+    value["by_n"] = {record["n"]: record for record in records}
+    value["tags"] = [record["tags"] for record in records[::-3]]
+    return value
+
+
+@pytest.mark.parametrize("blob_between", [False, True])
+@pytest.mark.parametrize("vocab", [True, False])
+def test_many_shared_containers_seen_again_later(blob_between: bool, vocab: bool) -> None:
+    # Thousands of reference headers for one piece: in the buffer, or all
+    # for a piece flushed already (put in when the call returns).
+    assert both(write(_indexed(3000, blob_between)), None, vocab)[0] == "ok"
+
+
+def test_headers_for_a_flushed_piece_go_past_the_ones_it_has() -> None:
+    # a's header is put in when its piece is flushed (before the blob); b's
+    # and c's come after, for that same piece, and land around a's; d's
+    # piece is flushed last; e is first seen after a blob and again in a
+    # third piece.
+    a, b, c, d, e = [1], [2, [3]], (4,), {"d": 5}, [6]
+    blob = b"x" * LARGE
+    for value in ([a, b, c, a, blob, c, d, b, d, {"again": a}],
+                  [[a, [b, c]], a, blob, e, blob, [c, b], e, [b[1]]],
+                  [b, b[1], blob, b[1], blob, b, blob, d, d]):
+        for vocab in (True, False):
+            assert both(write(value), None, vocab)[0] == "ok"
+            assert both(lambda w, out, v=value: w.write_items(b"list", v, out), None, vocab)[0] == "ok"
+
+
 # ---------------------------------------------------------------- shared and cyclic
 
 def _graphs() -> List[Any]:
