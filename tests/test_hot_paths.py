@@ -103,3 +103,20 @@ def test_w1_budget_script_runs_with_the_broker_only_and_thin_kinds(tmp_path):
     assert all(float(cells[0].replace(",", "")) > 0 for cells in rows.values())
     ratios = [line.split(":")[0] for line in done.stdout.splitlines() if " / raw" in line]
     assert {"bare / raw", "thin / raw", "syncpb / raw"} <= set(ratios)
+
+
+def test_shared_values_benchmark_script_runs(tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+    script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "shared_values.py"
+    done = subprocess.run([sys.executable, str(script), "--count", "200", "--runs", "1"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in done.stdout.splitlines() if line.startswith("| ") and "shape" not in line]
+    shapes = ["plain records", "indexed records", "indexed, blob between", "tuple chain"]
+    assert sorted({row[0] for row in rows}) == sorted(shapes)
+    codecs = {row[1] for row in rows}
+    assert codecs <= {"pure", "compiled"} and "pure" in codecs
+    assert all(float(row[2].replace(",", "")) > 0 and row[3].endswith("x") for row in rows)
