@@ -106,10 +106,17 @@ def measure(writer: Any, reader: Any, value: Any, runs: int) -> Tuple[float, flo
     return encode, decode
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=10000, help="items at the smaller size")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the best is kept)")
+    parser.add_argument("--count", type=positive, default=10000, help="items at the smaller size")
+    parser.add_argument("--runs", type=positive, default=3, help="runs per figure (the best is kept)")
     args = parser.parse_args(argv)
     codecs = [("pure", PyWriter, PyReader)]
     if CWriter is not None:

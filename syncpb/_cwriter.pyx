@@ -72,7 +72,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 from libc.stdint cimport uint64_t
-from libc.string cimport memcmp, memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from . import jellywriter as _pure
 from .banana import VOCABULARY, encode_int, too_large
@@ -977,7 +977,7 @@ cdef class Writer:
         entries = [(offset, order, False, header) for offset, order, header in waiting]
         if done:
             entries.extend([(offset, order, True, size) for offset, order, size in done])
-        entries.sort(key=_offset_and_order)
+        entries.sort()  # by offset, then order: each shared value has one order
         parts = []
         cdef Py_ssize_t at = 0, shift = 0, place, size
         for offset, order, present, what in entries:
@@ -992,8 +992,8 @@ cdef class Writer:
             else:
                 parts.append(what)
         parts.append(data[at:])
-        applied[piece] = [(offset, order, len(what) if not present else what)
-                                for offset, order, present, what in entries]
+        applied[piece] = [(offset, order, what if present else len(what))
+                          for offset, order, present, what in entries]
         return b"".join(parts)
 
     cdef int _put_late_headers(self) except -1:
@@ -1004,10 +1004,6 @@ cdef class Writer:
             for piece in sorted(self._inserts):  # (a copy of the keys)
                 out[piece] = self._put_headers(out[piece], piece)
         return 0
-
-
-cdef object _offset_and_order(entry):
-    return (entry[0], entry[1])
 
 
 # -- The C interface (_cwriter.pxd): what the compiled broker core calls on

@@ -120,3 +120,6 @@ def test_shared_values_benchmark_script_runs(tmp_path):
     codecs = {row[1] for row in rows}
     assert codecs <= {"pure", "compiled"} and "pure" in codecs
     assert all(float(row[2].replace(",", "")) > 0 and row[3].endswith("x") for row in rows)
+    refused = subprocess.run([sys.executable, str(script), "--count", "0"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert refused.returncode == 2 and "--count: must be at least 1, not 0" in refused.stderr
